@@ -1,0 +1,55 @@
+# Strait: the one entry point for building, testing, benchmarking and the lab.
+GO      ?= go
+BIN     := $(CURDIR)/bin
+CNI_BIN := $(BIN)/cni
+PLUGINS := portmap bandwidth bridge host-local
+PLUGIN_PKGS := github.com/containernetworking/plugins/plugins/meta/portmap \
+	github.com/containernetworking/plugins/plugins/meta/bandwidth \
+	github.com/containernetworking/plugins/plugins/main/bridge \
+	github.com/containernetworking/plugins/plugins/ipam/host-local
+TEST_FLAGS ?= -race -count=1 -timeout 20m
+
+.PHONY: all build tools deps test test-unit lint bench lab lab-down clean
+
+all: build
+
+## build: the agent, the CNI shim (installed as "strait"), straitctl, strait-lab
+build:
+	@mkdir -p $(CNI_BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
+	cp $(BIN)/strait-cni $(CNI_BIN)/strait
+
+## tools: the reference CNI plugins (v1.9.1, CNI 1.1.0) the tests chain and compare against
+tools:
+	@mkdir -p $(CNI_BIN)
+	cd hack/tools && CGO_ENABLED=0 $(GO) build -trimpath -o $(CNI_BIN)/ $(PLUGIN_PKGS)
+
+## deps: system packages the tests and the lab need (Debian; run as root)
+deps:
+	hack/install-deps.sh
+
+## test: everything: lint, unit, privileged (root) and integration tests
+test: build tools lint
+	STRAIT_BIN=$(BIN) $(GO) test $(TEST_FLAGS) ./...
+
+## test-unit: the tests that need no root
+test-unit:
+	$(GO) test -race -count=1 ./internal/cni/... ./internal/ipam/... ./internal/agent/... ./api/...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+
+## bench: benchmarks against the reference plugins (see docs/benchmarks.md)
+bench: build tools
+	STRAIT_BIN=$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 30m ./test/bench/
+
+## lab: bring up the lab (see README)
+lab: deps build tools
+	$(BIN)/strait-lab up
+
+lab-down:
+	$(BIN)/strait-lab down
+
+clean:
+	rm -rf $(BIN)

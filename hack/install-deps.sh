@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the system packages Strait's tests and lab need, on Debian.
+# Idempotent: does nothing when everything is present.
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have ip        || need+=(iproute2)
+have nft       || need+=(nftables)
+have iptables  || need+=(iptables)
+have conntrack || need+=(conntrack)
+have iperf3    || need+=(iperf3)
+have ethtool   || need+=(ethtool)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then echo "install-deps: need root to install: ${need[*]}" >&2; exit 1; fi
+  echo "install-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

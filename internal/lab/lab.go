@@ -1,0 +1,158 @@
+// Package lab brings up Strait's lab on one machine, entirely inside network
+// namespaces: for now one node namespace behind a router namespace, the
+// strait agent on the node, and two pods wired through the real CNI path
+// (libcni -> strait shim -> agent). Everything it starts is recorded in a
+// state file so Down removes exactly that, also after a crashed Up.
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// NSPrefix starts the name of every namespace the lab creates.
+const NSPrefix = "strait-lab-"
+
+// Options configure the lab.
+type Options struct {
+	// Dir holds the lab's state, configs, logs and IPAM store.
+	Dir string
+	// BinDir holds strait-agent and cni/ (strait, portmap, bandwidth).
+	BinDir string
+	// Pods to create on the node.
+	Pods int
+	Out  io.Writer
+}
+
+// State is what Up recorded; Down reads it.
+type State struct {
+	Namespaces []string    `json:"namespaces"`
+	Processes  []Process   `json:"processes"`
+	Pods       []PodRecord `json:"pods"`
+}
+
+// Process is one daemon the lab started.
+type Process struct {
+	Name string `json:"name"`
+	PID  int    `json:"pid"`
+	// Exe is the binary's path, checked before killing so a reused PID is
+	// never signalled.
+	Exe string `json:"exe"`
+}
+
+// PodRecord is one pod the lab wired.
+type PodRecord struct {
+	Name        string   `json:"name"`
+	Netns       string   `json:"netns"`
+	ContainerID string   `json:"containerID"`
+	Addrs       []string `json:"addrs"`
+}
+
+func (o *Options) statePath() string { return filepath.Join(o.Dir, "state.json") }
+
+func (o *Options) load() (*State, error) {
+	data, err := os.ReadFile(o.statePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return &State{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read lab state: %w", err)
+	}
+	var s State
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("parse lab state %s: %w", o.statePath(), err)
+	}
+	return &s, nil
+}
+
+// save writes the state atomically, so a crash mid-Up leaves a readable file.
+func (o *Options) save(s *State) error {
+	data, _ := json.MarshalIndent(s, "", "  ")
+	tmp := o.statePath() + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("write lab state: %w", err)
+	}
+	if err := os.Rename(tmp, o.statePath()); err != nil {
+		return fmt.Errorf("write lab state: %w", err)
+	}
+	return nil
+}
+
+func (o *Options) logf(format string, args ...any) {
+	if o.Out != nil {
+		fmt.Fprintf(o.Out, format+"\n", args...)
+	}
+}
+
+func run(args ...string) (string, error) {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// Down stops every process the lab recorded (by PID, after checking it is
+// still the binary the lab started), deletes every lab namespace, and removes
+// the lab's runtime files. It is idempotent and works after a crashed Up.
+func Down(ctx context.Context, o Options) error {
+	s, err := o.load()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range s.Processes {
+		if err := stopProcess(p); err != nil {
+			errs = append(errs, err)
+		} else {
+			o.logf("stopped %s (pid %d)", p.Name, p.PID)
+		}
+	}
+	// Every namespace with the lab prefix: also those a crashed Up created
+	// before it could record them.
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), NSPrefix) {
+			continue
+		}
+		if _, err := run("ip", "netns", "del", e.Name()); err != nil {
+			errs = append(errs, err)
+		} else {
+			o.logf("deleted namespace %s", e.Name())
+		}
+	}
+	for _, f := range []string{"state.json", "agent.sock", "cache", "cni.log", "state", "agent.log", "agent.yaml"} {
+		if err := os.RemoveAll(filepath.Join(o.Dir, f)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func stopProcess(p Process) error {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID))
+	if err != nil || filepath.Clean(strings.TrimSuffix(exe, " (deleted)")) != filepath.Clean(p.Exe) {
+		return nil // gone, or the PID now belongs to someone else
+	}
+	_ = syscall.Kill(p.PID, syscall.SIGTERM)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := syscall.Kill(p.PID, 0); errors.Is(err, syscall.ESRCH) {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill %s (pid %d): %w", p.Name, p.PID, err)
+	}
+	return nil
+}

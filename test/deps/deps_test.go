@@ -1,0 +1,89 @@
+// Package deps enforces Strait's import rules: deep packages with narrow
+// interfaces, each owning one thing.
+package deps
+
+import (
+	"go/parser"
+	"go/token"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const mod = "github.com/strait-net/strait"
+
+// Forbidden prefixes of (transitive) dependencies, per package prefix.
+var rules = []struct {
+	pkg       string
+	forbidden []string
+	why       string
+}{
+	{mod + "/internal/datapath", []string{"k8s.io/client-go", "github.com/osrg/gobgp", mod + "/internal/agent", mod + "/internal/ipam", mod + "/internal/cni", mod + "/internal/bgp"},
+		"the datapath owns the kernel only"},
+	{mod + "/internal/ipam", []string{"github.com/vishvananda/netlink", "github.com/mdlayher/netlink", "k8s.io/client-go", "github.com/osrg/gobgp", mod + "/internal/datapath"},
+		"IPAM is a pure allocator over a store"},
+	{mod + "/internal/cni", []string{"github.com/vishvananda/netlink", "github.com/mdlayher/netlink", "k8s.io/client-go", mod + "/internal/datapath", mod + "/internal/ipam", mod + "/internal/agent"},
+		"the CNI contract has no kernel or cluster access"},
+	{mod + "/cmd/strait-cni", []string{"github.com/vishvananda/netlink", mod + "/internal/datapath", mod + "/internal/ipam", mod + "/internal/agent", "k8s.io/client-go"},
+		"the CNI binary is a thin shim"},
+	{mod + "/api/", []string{"k8s.io/client-go", "github.com/vishvananda/netlink", mod + "/internal/"},
+		"API types depend on apimachinery only"},
+}
+
+func TestImportRules(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}{{range .Deps}} {{.}}{{end}}", mod+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		pkg, deps := f[0], f[1:]
+		for _, r := range rules {
+			if !strings.HasPrefix(pkg, r.pkg) {
+				continue
+			}
+			checked++
+			for _, d := range deps {
+				for _, bad := range r.forbidden {
+					if strings.HasPrefix(d, bad) {
+						t.Errorf("%s depends on %s: %s", pkg, d, r.why)
+					}
+				}
+			}
+		}
+	}
+	if checked < 4 {
+		t.Fatalf("only %d packages matched a rule: the rules no longer describe the tree", checked)
+	}
+}
+
+// Only internal/bgp/gobgp.go may import GoBGP: the engine stays behind
+// Strait's own Speaker interface.
+func TestGoBGPImportedInOneFile(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.Dir}}", mod+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	files := 0
+	for _, dir := range strings.Fields(string(out)) {
+		matches, _ := filepath.Glob(filepath.Join(dir, "*.go"))
+		for _, file := range matches {
+			files++
+			f, err := parser.ParseFile(token.NewFileSet(), file, nil, parser.ImportsOnly)
+			if err != nil {
+				t.Fatalf("parse %s: %v", file, err)
+			}
+			for _, imp := range f.Imports {
+				if strings.Contains(imp.Path.Value, "github.com/osrg/gobgp") &&
+					!strings.HasSuffix(filepath.ToSlash(file), "internal/bgp/gobgp.go") {
+					t.Errorf("%s imports %s; only internal/bgp/gobgp.go may", file, imp.Path.Value)
+				}
+			}
+		}
+	}
+	if files == 0 {
+		t.Fatal("no Go files found")
+	}
+}
