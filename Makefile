@@ -42,7 +42,7 @@ lint:
 
 ## bench: benchmarks against the reference plugins (see docs/benchmarks.md)
 bench: build tools
-	STRAIT_BIN=$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 30m ./test/bench/
+	STRAIT_BIN=$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 30m ./test/integration/
 
 ## lab: bring up the lab (see README)
 lab: deps build tools

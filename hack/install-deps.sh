@@ -10,6 +10,7 @@ have iptables  || need+=(iptables)
 have conntrack || need+=(conntrack)
 have iperf3    || need+=(iperf3)
 have ethtool   || need+=(ethtool)
+have ping      || need+=(iputils-ping)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "install-deps: need root to install: ${need[*]}" >&2; exit 1; fi

@@ -21,7 +21,7 @@ import (
 type Datapath struct {
 	log *slog.Logger
 
-	// life guards closed, nodeNS and nodeH against Close: every operation
+	// life guards closed, nodeNS and handles against Close: every operation
 	// holds it for reading while it uses them.
 	life   sync.RWMutex
 	closed bool
@@ -29,11 +29,15 @@ type Datapath struct {
 	// nodeNS.Do because the /proc/sys/net view follows the calling thread.
 	nodeNS ns.NetNS
 
-	// mu serializes use of nodeH (netlink.Handle is not documented
-	// goroutine-safe).
-	mu    sync.Mutex
-	nodeH netlinksafe.Handle
+	// handles are idle netlink handles at the node's namespace. A
+	// netlink.Handle is not goroutine-safe, so each operation takes one for
+	// its duration; several operations run at once (a veth deletion waits
+	// ~40 ms for the kernel and must not hold up the other pods).
+	handles chan netlinksafe.Handle
 }
+
+// maxIdleHandles bounds the node handles kept open between operations.
+const maxIdleHandles = 8
 
 var errClosed = errors.New("datapath: closed")
 
@@ -56,12 +60,22 @@ func New(opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("datapath: open node netns %q: %w", opts.NodeNetns, err)
 	}
-	h, err := netlinksafe.NewHandleAt(nsHandle(nodeNS))
+	d := &Datapath{log: log, nodeNS: nodeNS, handles: make(chan netlinksafe.Handle, maxIdleHandles)}
+	h, err := d.newNodeHandle()
 	if err != nil {
 		_ = nodeNS.Close()
-		return nil, fmt.Errorf("datapath: open netlink handle in node netns %s: %w", nodeNS.Path(), err)
+		return nil, err
 	}
-	return &Datapath{log: log, nodeNS: nodeNS, nodeH: h}, nil
+	d.handles <- h
+	return d, nil
+}
+
+func (d *Datapath) newNodeHandle() (netlinksafe.Handle, error) {
+	h, err := netlinksafe.NewHandleAt(nsHandle(d.nodeNS))
+	if err != nil {
+		return netlinksafe.Handle{}, fmt.Errorf("datapath: open netlink handle in node netns %s: %w", d.nodeNS.Path(), err)
+	}
+	return h, nil
 }
 
 // Close releases the netlink handle and the namespace reference. Calls
@@ -73,20 +87,42 @@ func (d *Datapath) Close() {
 		return
 	}
 	d.closed = true
-	d.nodeH.Close()
-	_ = d.nodeNS.Close()
+	for {
+		select {
+		case h := <-d.handles:
+			h.Close()
+		default:
+			_ = d.nodeNS.Close()
+			return
+		}
+	}
 }
 
-// withNode runs f with exclusive use of the node's netlink handle.
+// withNode runs f with exclusive use of a netlink handle at the node's
+// namespace, taken from the idle ones or opened for the occasion.
 func (d *Datapath) withNode(f func(h netlinksafe.Handle) error) error {
 	d.life.RLock()
 	defer d.life.RUnlock()
 	if d.closed {
 		return errClosed
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return f(d.nodeH)
+	var h netlinksafe.Handle
+	select {
+	case h = <-d.handles:
+	default:
+		var err error
+		if h, err = d.newNodeHandle(); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		select {
+		case d.handles <- h:
+		default:
+			h.Close()
+		}
+	}()
+	return f(h)
 }
 
 // inNode runs f on a locked OS thread inside the node's namespace. Only

@@ -19,8 +19,8 @@ import (
 	"time"
 )
 
-// NSPrefix starts the name of every namespace the lab creates.
-const NSPrefix = "strait-lab-"
+// DefaultPrefix starts the name of every namespace the lab creates.
+const DefaultPrefix = "strait-lab-"
 
 // Options configure the lab.
 type Options struct {
@@ -30,7 +30,10 @@ type Options struct {
 	BinDir string
 	// Pods to create on the node.
 	Pods int
-	Out  io.Writer
+	// Prefix of the lab's namespace names (DefaultPrefix when empty); Down
+	// deletes every namespace whose name starts with it.
+	Prefix string
+	Out    io.Writer
 }
 
 // State is what Up recorded; Down reads it.
@@ -56,6 +59,15 @@ type PodRecord struct {
 	ContainerID string   `json:"containerID"`
 	Addrs       []string `json:"addrs"`
 }
+
+func (o *Options) prefix() string {
+	if o.Prefix == "" {
+		return DefaultPrefix
+	}
+	return o.Prefix
+}
+
+func (o *Options) ns(name string) string { return o.prefix() + name }
 
 func (o *Options) statePath() string { return filepath.Join(o.Dir, "state.json") }
 
@@ -121,7 +133,7 @@ func Down(ctx context.Context, o Options) error {
 	// before it could record them.
 	entries, _ := os.ReadDir("/run/netns")
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), NSPrefix) {
+		if !strings.HasPrefix(e.Name(), o.prefix()) {
 			continue
 		}
 		if _, err := run("ip", "netns", "del", e.Name()); err != nil {
@@ -130,7 +142,7 @@ func Down(ctx context.Context, o Options) error {
 			o.logf("deleted namespace %s", e.Name())
 		}
 	}
-	for _, f := range []string{"state.json", "agent.sock", "cache", "cni.log", "state", "agent.log", "agent.yaml"} {
+	for _, f := range []string{"state.json", "agent.sock", "cache", "cni.log", "state", "agent.log", "agent.yaml", "net.d"} {
 		if err := os.RemoveAll(filepath.Join(o.Dir, f)); err != nil {
 			errs = append(errs, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,8 +21,6 @@ import (
 
 // Address plan (never the machine's own 192.0.2.0/24 or fd00::/64).
 const (
-	routerNS   = NSPrefix + "router"
-	nodeNS     = NSPrefix + "node1"
 	routerV4   = "10.100.1.1"
 	routerV6   = "fd42:100:1::1"
 	nodeV4     = "10.100.1.11"
@@ -50,7 +49,7 @@ func Up(ctx context.Context, o Options) (err error) {
 		}
 	}
 	// Leftovers of a crashed Up: clear them first.
-	if err := Down(ctx, Options{Dir: o.Dir}); err != nil {
+	if err := Down(ctx, Options{Dir: o.Dir, Prefix: o.Prefix}); err != nil {
 		return fmt.Errorf("clean up a previous lab: %w", err)
 	}
 	s := &State{}
@@ -78,7 +77,7 @@ func Up(ctx context.Context, o Options) (err error) {
 		return o.save(s)
 	}
 	o.logf("strait-lab: bringing up 1 node with %d pods in %s", o.Pods, o.Dir)
-	if err := step("namespaces and links", func() error { return topology(s) }); err != nil {
+	if err := step("namespaces and links", func() error { return topology(o, s) }); err != nil {
 		return err
 	}
 	if err := step("strait-agent on node1", func() error { return startAgent(ctx, o, s) }); err != nil {
@@ -95,13 +94,13 @@ func Up(ctx context.Context, o Options) (err error) {
 	cniConf := libcni.NewCNIConfigWithCacheDir([]string{filepath.Join(o.BinDir, "cni")}, filepath.Join(o.Dir, "cache"), nil)
 	for i := 1; i <= o.Pods; i++ {
 		name := fmt.Sprintf("pod%d", i)
-		if err := step("pod "+name+" (CNI ADD)", func() error { return addPod(ctx, s, cniConf, list, name) }); err != nil {
+		if err := step("pod "+name+" (CNI ADD)", func() error { return addPod(ctx, o, s, cniConf, list, name) }); err != nil {
 			return err
 		}
 	}
 	o.logf("\nnode1  %s %s  pod CIDRs %s %s", nodeV4, nodeV6, nodePodV4, nodePodV6)
 	for _, p := range s.Pods {
-		o.logf("  %-5s %-28v netns %s", p.Name, p.Addrs, filepath.Base(p.Netns))
+		o.logf("  %-5s %-32s netns %s", p.Name, strings.Join(p.Addrs, " "), filepath.Base(p.Netns))
 	}
 	o.logf("\nconnectivity (TCP):")
 	if err := Check(ctx, s, o); err != nil {
@@ -111,7 +110,8 @@ func Up(ctx context.Context, o Options) (err error) {
 	return nil
 }
 
-func topology(s *State) error {
+func topology(o Options, s *State) error {
+	routerNS, nodeNS := o.ns("router"), o.ns("node1")
 	for _, n := range []string{routerNS, nodeNS} {
 		s.Namespaces = append(s.Namespaces, n)
 		if _, err := run("ip", "netns", "add", n); err != nil {
@@ -164,7 +164,7 @@ func startAgent(ctx context.Context, o Options, s *State) error {
 		return fmt.Errorf("agent log: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command("ip", "netns", "exec", nodeNS, exe, "--config", cfgPath)
+	cmd := exec.Command("ip", "netns", "exec", o.ns("node1"), exe, "--config", cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own session: the agent outlives `strait-lab up` and a Ctrl-C in the terminal.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -203,8 +203,8 @@ func inNS(name string, f func() error) error {
 	return h.Do(func(ns.NetNS) error { return f() })
 }
 
-func addPod(ctx context.Context, s *State, c *libcni.CNIConfig, list *libcni.NetworkConfigList, name string) error {
-	nsName := NSPrefix + "node1-" + name
+func addPod(ctx context.Context, o Options, s *State, c *libcni.CNIConfig, list *libcni.NetworkConfigList, name string) error {
+	nsName := o.ns("node1-" + name)
 	s.Namespaces = append(s.Namespaces, nsName)
 	if _, err := run("ip", "netns", "add", nsName); err != nil {
 		return err
@@ -212,7 +212,7 @@ func addPod(ctx context.Context, s *State, c *libcni.CNIConfig, list *libcni.Net
 	rt := &libcni.RuntimeConf{ContainerID: "lab-" + name, NetNS: filepath.Join("/run/netns", nsName), IfName: "eth0",
 		Args: [][2]string{{"K8S_POD_NAMESPACE", "lab"}, {"K8S_POD_NAME", name}}}
 	var res *current.Result
-	err := inNS(nodeNS, func() error {
+	err := inNS(o.ns("node1"), func() error {
 		r, err := c.AddNetworkList(ctx, list, rt)
 		if err != nil {
 			return err
@@ -244,7 +244,7 @@ func Check(ctx context.Context, s *State, o Options) error {
 			targets = append(targets, target{filepath.Base(p.Netns), a, p.Name})
 		}
 	}
-	targets = append(targets, target{nodeNS, nodeV4, "node1"}, target{nodeNS, nodeV6, "node1"})
+	targets = append(targets, target{o.ns("node1"), nodeV4, "node1"}, target{o.ns("node1"), nodeV6, "node1"})
 	from := filepath.Base(s.Pods[0].Netns)
 	failed := 0
 	for _, t := range targets {

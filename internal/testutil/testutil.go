@@ -122,6 +122,10 @@ func NewNS(t testing.TB) *NS {
 	return n
 }
 
+// OwnedPrefix is a namespace name prefix owned by this test process: names
+// starting with it are swept on Ctrl-C and by later runs once it has exited.
+func OwnedPrefix() string { return fmt.Sprintf("%s%d-", nsPrefix, os.Getpid()) }
+
 // NewNSName returns a fresh namespace name owned by this process.
 func NewNSName() (string, error) {
 	b := make([]byte, 4)

@@ -78,24 +78,38 @@ func churnPods(b *testing.B, nodeNS *testutil.NS, c *libcni.CNIConfig, list *lib
 
 // BenchmarkCNIAddDel compares strait with the reference bridge + host-local
 // plugins: 100 pods sequentially and 100 pods 10 at a time, ADD and DEL
-// latency p50/p99, rounds interleaved. Run with `make bench`.
+// latency p50/p99, dual-stack and IPv4-only, rounds interleaved. Run with
+// `make bench`.
 func BenchmarkCNIAddDel(b *testing.B) {
 	testutil.RequireRoot(b)
 	if _, err := os.Stat(filepath.Join(refPluginDir, "bridge")); err != nil {
 		b.Skipf("reference plugins not installed in %s (apt-get install containernetworking-plugins)", refPluginDir)
 	}
-	n := newNode(b, nodeOpts{podCIDRs: []string{"10.244.0.0/16", "fd42:244::/64"}})
-	refNS := testutil.NewNS(b)
-	refList, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"ref","plugins":[{"type":"bridge","bridge":"cni0",
-	  "isGateway":true,"ipMasq":false,"ipam":{"type":"host-local","dataDir":"` + filepath.Join(b.TempDir(), "hl") + `",
-	  "ranges":[[{"subnet":"10.245.0.0/16"}],[{"subnet":"fd42:245::/64"}]]}}]}`))
-	if err != nil {
-		b.Fatal(err)
+	type setup struct {
+		nodeNS *testutil.NS
+		cni    *libcni.CNIConfig
+		list   *libcni.NetworkConfigList
 	}
-	refCNI := libcni.NewCNIConfigWithCacheDir([]string{refPluginDir}, b.TempDir(), nil)
-	ourList, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion":"1.0.0","name":"strait","plugins":[{"type":"strait","socketPath":%q}]}`, n.socket)))
-	if err != nil {
-		b.Fatal(err)
+	confList := func(s string) *libcni.NetworkConfigList {
+		l, err := libcni.ConfListFromBytes([]byte(s))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return l
+	}
+	setups := map[string]setup{}
+	for _, stack := range []string{"dual-stack", "ipv4"} {
+		cidrs := []string{"10.244.0.0/16", "fd42:244::/64"}
+		ranges := `[[{"subnet":"10.245.0.0/16"}],[{"subnet":"fd42:245::/64"}]]`
+		if stack == "ipv4" {
+			cidrs, ranges = cidrs[:1], `[[{"subnet":"10.245.0.0/16"}]]`
+		}
+		n := newNode(b, nodeOpts{podCIDRs: cidrs})
+		setups["strait/"+stack] = setup{n.ns, n.cni, confList(fmt.Sprintf(
+			`{"cniVersion":"1.0.0","name":"strait","plugins":[{"type":"strait","socketPath":%q}]}`, n.socket))}
+		setups["reference/"+stack] = setup{testutil.NewNS(b), libcni.NewCNIConfigWithCacheDir([]string{refPluginDir}, b.TempDir(), nil),
+			confList(`{"cniVersion":"1.0.0","name":"ref","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,
+			"ipam":{"type":"host-local","dataDir":"` + filepath.Join(b.TempDir(), "hl") + `","ranges":` + ranges + `}}]}`)}
 	}
 
 	const pods = 100
@@ -103,34 +117,40 @@ func BenchmarkCNIAddDel(b *testing.B) {
 	for i := range podNS {
 		podNS[i] = testutil.NewNS(b)
 	}
-	rounds := 3
+	const rounds = 3
 	res := map[string]*latencies{}
-	acc := func(key string, l latencies) {
-		if res[key] == nil {
-			res[key] = &latencies{}
-		}
-		res[key].add = append(res[key].add, l.add...)
-		res[key].del = append(res[key].del, l.del...)
-	}
 	for r := 0; r < rounds; r++ {
-		for _, par := range []int{1, 10} {
-			tag := fmt.Sprintf("r%dp%d", r, par)
-			acc(fmt.Sprintf("strait/parallel=%d", par), churnPods(b, n.ns, n.cni, ourList, podNS, par, "s"+tag))
-			acc(fmt.Sprintf("reference/parallel=%d", par), churnPods(b, refNS, refCNI, refList, podNS, par, "r"+tag))
+		for _, stack := range []string{"dual-stack", "ipv4"} {
+			for _, par := range []int{1, 10} {
+				for _, who := range []string{"strait", "reference"} {
+					s := setups[who+"/"+stack]
+					l := churnPods(b, s.nodeNS, s.cni, s.list, podNS, par, fmt.Sprintf("%s-%s-r%dp%d", who, stack, r, par))
+					key := fmt.Sprintf("%s/%s/%d", who, stack, par)
+					if res[key] == nil {
+						res[key] = &latencies{}
+					}
+					res[key].add = append(res[key].add, l.add...)
+					res[key].del = append(res[key].del, l.del...)
+				}
+			}
 		}
 	}
-	fmt.Printf("\n| mode | plugin | ADD p50 ms | ADD p99 ms | DEL p50 ms | DEL p99 ms |\n|---|---|---|---|---|---|\n")
-	for _, par := range []int{1, 10} {
-		for _, who := range []string{"strait", "reference"} {
-			l := res[fmt.Sprintf("%s/parallel=%d", who, par)]
-			fmt.Printf("| %s | %s | %.1f | %.1f | %.1f | %.1f |\n", map[int]string{1: "100 sequential", 10: "10 concurrent"}[par], who,
-				ms(pct(l.add, .5)), ms(pct(l.add, .99)), ms(pct(l.del, .5)), ms(pct(l.del, .99)))
+	mode := map[int]string{1: "100 sequential", 10: "10 concurrent"}
+	fmt.Printf("\n| stack | mode | plugin | ADD p50 ms | ADD p99 ms | DEL p50 ms | DEL p99 ms |\n|---|---|---|---|---|---|---|\n")
+	for _, stack := range []string{"dual-stack", "ipv4"} {
+		for _, par := range []int{1, 10} {
+			s, r := res[fmt.Sprintf("strait/%s/%d", stack, par)], res[fmt.Sprintf("reference/%s/%d", stack, par)]
+			for _, row := range []struct {
+				who string
+				l   *latencies
+			}{{"strait", s}, {"bridge+host-local", r}} {
+				fmt.Printf("| %s | %s | %s | %.1f | %.1f | %.1f | %.1f |\n", stack, mode[par], row.who,
+					ms(pct(row.l.add, .5)), ms(pct(row.l.add, .99)), ms(pct(row.l.del, .5)), ms(pct(row.l.del, .99)))
+			}
+			fmt.Printf("| %s | %s | **ratio** | **%.2f** | **%.2f** | **%.2f** | **%.2f** |\n", stack, mode[par],
+				ms(pct(s.add, .5))/ms(pct(r.add, .5)), ms(pct(s.add, .99))/ms(pct(r.add, .99)),
+				ms(pct(s.del, .5))/ms(pct(r.del, .5)), ms(pct(s.del, .99))/ms(pct(r.del, .99)))
+			b.ReportMetric(ms(pct(s.add, .5))/ms(pct(r.add, .5)), fmt.Sprintf("add-p50-ratio/%s/par%d", stack, par))
 		}
-		s, r := res[fmt.Sprintf("strait/parallel=%d", par)], res[fmt.Sprintf("reference/parallel=%d", par)]
-		fmt.Printf("| %s | ratio strait/ref | %.2f | %.2f | %.2f | %.2f |\n", map[int]string{1: "100 sequential", 10: "10 concurrent"}[par],
-			ms(pct(s.add, .5))/ms(pct(r.add, .5)), ms(pct(s.add, .99))/ms(pct(r.add, .99)),
-			ms(pct(s.del, .5))/ms(pct(r.del, .5)), ms(pct(s.del, .99))/ms(pct(r.del, .99)))
-		b.ReportMetric(ms(pct(s.add, .5)), fmt.Sprintf("strait-add-p50-ms/par%d", par))
-		b.ReportMetric(ms(pct(r.add, .5)), fmt.Sprintf("ref-add-p50-ms/par%d", par))
 	}
 }

@@ -19,8 +19,16 @@ func TestTwoPodsDualStack(t *testing.T) {
 	n := newNode(t, nodeOpts{})
 	podA, podB := testutil.NewNS(t), testutil.NewNS(t)
 	rtA, rtB := n.rt("pod-a", podA.Path()), n.rt("pod-b", podB.Path())
-	rtB.CapabilityArgs = map[string]any{"portMappings": []map[string]any{{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}}}
+	rtB.CapabilityArgs = map[string]any{
+		"portMappings": []map[string]any{{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}},
+		"bandwidth":    map[string]any{"ingressRate": 100_000_000, "ingressBurst": 1_000_000},
+	}
 	resA, resB := n.mustAdd(rtA), n.mustAdd(rtB)
+
+	// bandwidth, chained after portmap, found the host veth in our result and shaped it.
+	if qd := n.ns.MustRun(t, "tc", "qdisc", "show", "dev", resB.Interfaces[0].Name); !strings.Contains(qd, "tbf") {
+		t.Fatalf("bandwidth plugin did not shape host veth %s:\n%s", resB.Interfaces[0].Name, qd)
+	}
 
 	if got := len(resA.IPs); got != 2 {
 		t.Fatalf("pod A got %d addresses, want 2 (dual-stack): %v", got, resA)

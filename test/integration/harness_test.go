@@ -43,7 +43,7 @@ const (
 
 // node is one Kubernetes node as the CNI sees it: a network namespace with an
 // uplink to an "underlay" namespace, the strait agent running inside it, and
-// libcni configured with the strait conflist (chained with portmap).
+// libcni configured with the strait conflist (chained with portmap and bandwidth).
 type node struct {
 	t        testing.TB
 	ns       *testutil.NS
@@ -108,7 +108,8 @@ func (n *node) conflist(version string) *libcni.NetworkConfigList {
 	n.t.Helper()
 	raw := fmt.Sprintf(`{"cniVersion":%q,"name":"strait","plugins":[
 	  {"type":"strait","socketPath":%q,"logFile":%q,"logLevel":"debug"},
-	  {"type":"portmap","capabilities":{"portMappings":true},"backend":"nftables"}]}`,
+	  {"type":"portmap","capabilities":{"portMappings":true},"backend":"nftables"},
+	  {"type":"bandwidth","capabilities":{"bandwidth":true}}]}`,
 		version, n.socket, filepath.Join(n.dir, "cni.log"))
 	list, err := libcni.ConfListFromBytes([]byte(raw))
 	if err != nil {
