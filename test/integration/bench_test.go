@@ -31,6 +31,15 @@ func pct(d []time.Duration, p float64) time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
+// settle is the pause between the ADD and the DEL phase (see docs/benchmarks.md).
+var settle = func() time.Duration {
+	d, err := time.ParseDuration(os.Getenv("STRAIT_BENCH_SETTLE"))
+	if err != nil {
+		return 0
+	}
+	return d
+}()
+
 // churnPods ADDs then DELs len(pods) pods through libcni in the node
 // namespace, `parallel` at a time, and returns each call's latency.
 func churnPods(b *testing.B, nodeNS *testutil.NS, c *libcni.CNIConfig, list *libcni.NetworkConfigList, pods []*testutil.NS, parallel int, tag string) latencies {
@@ -72,6 +81,7 @@ func churnPods(b *testing.B, nodeNS *testutil.NS, c *libcni.CNIConfig, list *lib
 		wg.Wait()
 	}
 	run("add")
+	time.Sleep(settle)
 	run("del")
 	return out
 }
