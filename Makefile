@@ -2,8 +2,8 @@
 GO      ?= go
 BIN     := $(CURDIR)/bin
 CNI_BIN := $(BIN)/cni
-PLUGINS := portmap bandwidth bridge host-local
 PLUGIN_PKGS := github.com/containernetworking/plugins/plugins/meta/portmap \
+	github.com/containernetworking/plugins/plugins/main/loopback \
 	github.com/containernetworking/plugins/plugins/meta/bandwidth \
 	github.com/containernetworking/plugins/plugins/main/bridge \
 	github.com/containernetworking/plugins/plugins/ipam/host-local

@@ -12,6 +12,14 @@ have iperf3    || need+=(iperf3)
 have ethtool   || need+=(ethtool)
 have ping      || need+=(iputils-ping)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+# Lab nodes' runtime and the userland copied into the lab's images (internal/lab/images).
+have containerd || need+=(containerd)
+have runc       || need+=(runc)
+have busybox    || need+=(busybox-static)
+have curl       || need+=(curl)
+have nc.openbsd || need+=(netcat-openbsd)
+have dash       || need+=(dash)
+have ldd        || need+=(libc-bin)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "install-deps: need root to install: ${need[*]}" >&2; exit 1; fi
   echo "install-deps: installing ${need[*]}"

@@ -195,7 +195,7 @@ func (c *Config) Conflist() ([]byte, error) {
 		plugins = append(plugins, raw)
 	}
 	return json.MarshalIndent(map[string]any{
-		"cniVersion": "1.1.0",
+		"cniVersion": c.CNI.CNIVersion,
 		"name":       c.CNI.NetworkName,
 		"plugins":    plugins,
 	}, "", "  ")

@@ -39,6 +39,9 @@ type CNIConfig struct {
 	ConfName string `json:"confName,omitempty"`
 	// NetworkName in the conflist (default "strait").
 	NetworkName string `json:"networkName,omitempty"`
+	// CNIVersion of the conflist (default 1.0.0, which containerd 1.6/1.7
+	// understand; set 1.1.0 for runtimes that call GC and STATUS).
+	CNIVersion string `json:"cniVersion,omitempty"`
 	// LogFile and LogLevel for the CNI shim.
 	LogFile  string `json:"logFile,omitempty"`
 	LogLevel string `json:"logLevel,omitempty"`
@@ -106,6 +109,13 @@ func (c *Config) Default() error {
 	}
 	if c.CNI.NetworkName == "" {
 		c.CNI.NetworkName = "strait"
+	}
+	switch c.CNI.CNIVersion {
+	case "":
+		c.CNI.CNIVersion = "1.0.0"
+	case "0.3.1", "0.4.0", "1.0.0", "1.1.0":
+	default:
+		return fmt.Errorf("cni.cniVersion: must be one of 0.3.1, 0.4.0, 1.0.0, 1.1.0, got %q", c.CNI.CNIVersion)
 	}
 	if c.CNI.Chained == nil {
 		c.CNI.Chained = []json.RawMessage{

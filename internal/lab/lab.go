@@ -28,6 +28,9 @@ type Options struct {
 	Dir string
 	// BinDir holds strait-agent and cni/ (strait, portmap, bandwidth).
 	BinDir string
+	// RepoRoot is the Strait checkout (hack/k8s builds the Kubernetes
+	// binaries; the pause image is built from it).
+	RepoRoot string
 	// Pods to create on the node.
 	Pods int
 	// Prefix of the lab's namespace names (DefaultPrefix when empty); Down
@@ -41,6 +44,8 @@ type State struct {
 	Namespaces []string    `json:"namespaces"`
 	Processes  []Process   `json:"processes"`
 	Pods       []PodRecord `json:"pods"`
+	// Cluster is set by the Kubernetes lab.
+	Cluster clusterState `json:"cluster"`
 }
 
 // Process is one daemon the lab started.
@@ -114,20 +119,45 @@ func run(args ...string) (string, error) {
 }
 
 // Down stops every process the lab recorded (by PID, after checking it is
-// still the binary the lab started), deletes every lab namespace, and removes
-// the lab's runtime files. It is idempotent and works after a crashed Up.
+// still the binary the lab started), kills the containers in the lab's node
+// cgroups, unmounts what kubelet and containerd mounted, deletes every lab
+// namespace, and removes the host paths Up created and the lab's runtime
+// files (logs stay). It is idempotent and works after a crashed Up.
 func Down(ctx context.Context, o Options) error {
 	s, err := o.load()
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, p := range s.Processes {
-		if err := stopProcess(p); err != nil {
-			errs = append(errs, err)
-		} else {
+	stop := func(match func(Process) bool) {
+		var ps []Process
+		for _, p := range s.Processes {
+			if match(p) {
+				ps = append(ps, p)
+			}
+		}
+		stopped, err := stopProcesses(ps)
+		for _, p := range stopped {
 			o.logf("stopped %s (pid %d)", p.Name, p.PID)
 		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	isKubelet := func(p Process) bool { return strings.HasPrefix(p.Name, "kubelet-") }
+	// kubelets first, so nothing restarts the containers being killed.
+	stop(isKubelet)
+	if len(s.Cluster.Cgroups) > 0 {
+		if err := killCgroupProcs(s.Cluster.Cgroups); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, pid := range shimsOf(s.Cluster.Sockets) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	stop(func(p Process) bool { return !isKubelet(p) })
+	if err := unmountUnder(append([]string{o.Dir}, s.Cluster.HostPaths...)...); err != nil {
+		errs = append(errs, err)
 	}
 	// Every namespace with the lab prefix: also those a crashed Up created
 	// before it could record them.
@@ -142,7 +172,12 @@ func Down(ctx context.Context, o Options) error {
 			o.logf("deleted namespace %s", e.Name())
 		}
 	}
-	for _, f := range []string{"state.json", "agent.sock", "cache", "cni.log", "state", "agent.log", "agent.yaml", "net.d"} {
+	for _, p := range s.Cluster.HostPaths {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, f := range []string{"state.json", "agent.sock", "cache", "cni.log", "state", "agent.log", "agent.yaml", "net.d", "nodes", "cp", "kubeconfig"} {
 		if err := os.RemoveAll(filepath.Join(o.Dir, f)); err != nil {
 			errs = append(errs, err)
 		}
@@ -150,21 +185,55 @@ func Down(ctx context.Context, o Options) error {
 	return errors.Join(errs...)
 }
 
-func stopProcess(p Process) error {
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID))
-	if err != nil || filepath.Clean(strings.TrimSuffix(exe, " (deleted)")) != filepath.Clean(p.Exe) {
-		return nil // gone, or the PID now belongs to someone else
+// stopProcesses sends SIGTERM to every process of ps that is still the
+// binary the lab started, waits up to 5 s for all of them together, then
+// SIGKILLs the rest.
+func stopProcesses(ps []Process) (stopped []Process, err error) {
+	var live []Process
+	for _, p := range ps {
+		if alive(p) {
+			live = append(live, p)
+			_ = syscall.Kill(p.PID, syscall.SIGTERM)
+		}
 	}
-	_ = syscall.Kill(p.PID, syscall.SIGTERM)
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		if err := syscall.Kill(p.PID, 0); errors.Is(err, syscall.ESRCH) {
-			return nil
+		n := 0
+		for _, p := range live {
+			if alive(p) {
+				n++
+			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		if n == 0 {
+			return live, nil
+		}
+		time.Sleep(25 * time.Millisecond)
 	}
-	if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("kill %s (pid %d): %w", p.Name, p.PID, err)
+	var errs []error
+	for _, p := range live {
+		if !alive(p) {
+			continue
+		}
+		if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("kill %s (pid %d): %w", p.Name, p.PID, err))
+		}
 	}
-	return nil
+	return live, errors.Join(errs...)
+}
+
+// alive reports whether pid still runs the binary the lab started (a zombie
+// or a reused PID does not count).
+func alive(p Process) bool {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID))
+	if err != nil || filepath.Clean(strings.TrimSuffix(exe, " (deleted)")) != filepath.Clean(p.Exe) {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID))
+	if err != nil {
+		return false
+	}
+	if i := strings.LastIndexByte(string(stat), ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+		return false
+	}
+	return true
 }

@@ -303,11 +303,6 @@ func tcpRoundTrip(fromNS, toNS, addr string) error {
 	})
 }
 
-func alive(p Process) bool {
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID))
-	return err == nil && filepath.Clean(exe) == filepath.Clean(p.Exe)
-}
-
 // Status prints what the lab has and what is unhealthy.
 func Status(ctx context.Context, o Options) error {
 	s, err := o.load()

@@ -67,6 +67,7 @@ func buildBinaries() (string, error) {
 		{root, []string{"build", "-o", filepath.Join(cniDir, "strait"), "./cmd/strait-cni"}},
 		{filepath.Join(root, "hack/tools"), []string{"build", "-o", cniDir + "/",
 			"github.com/containernetworking/plugins/plugins/meta/portmap",
+			"github.com/containernetworking/plugins/plugins/main/loopback",
 			"github.com/containernetworking/plugins/plugins/meta/bandwidth",
 			"github.com/containernetworking/plugins/plugins/main/bridge",
 			"github.com/containernetworking/plugins/plugins/ipam/host-local"}},
