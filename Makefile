@@ -7,9 +7,9 @@ PLUGIN_PKGS := github.com/containernetworking/plugins/plugins/meta/portmap \
 	github.com/containernetworking/plugins/plugins/meta/bandwidth \
 	github.com/containernetworking/plugins/plugins/main/bridge \
 	github.com/containernetworking/plugins/plugins/ipam/host-local
-TEST_FLAGS ?= -race -count=1 -timeout 20m
+TEST_FLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: all build tools deps test test-unit lint bench lab lab-down clean
+.PHONY: all build tools deps k8s test test-unit lint bench lab lab-down clean
 
 all: build
 
@@ -28,8 +28,12 @@ tools:
 deps:
 	hack/install-deps.sh
 
-## test: everything: lint, unit, privileged (root) and integration tests
-test: build tools lint
+## k8s: the Kubernetes binaries the lab and the API tier use (cached; ~6-11 min the first time)
+k8s: build
+	$(BIN)/strait-lab k8s-binaries
+
+## test: everything: lint, unit, privileged (root), integration (API server) and end-to-end (lab) tests
+test: build tools lint k8s
 	STRAIT_BIN=$(BIN) $(GO) test $(TEST_FLAGS) ./...
 
 ## test-unit: the tests that need no root
@@ -44,9 +48,9 @@ lint:
 bench: build tools
 	STRAIT_BIN=$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 30m ./test/integration/
 
-## lab: bring up the lab (see README)
+## lab: bring up the 3-node Kubernetes lab (see README)
 lab: deps build tools
-	$(BIN)/strait-lab up
+	$(BIN)/strait-lab up --nodes $(or $(NODES),3)
 
 lab-down:
 	$(BIN)/strait-lab down

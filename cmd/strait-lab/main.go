@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/strait-net/strait/internal/lab"
+	"github.com/strait-net/strait/internal/lab/k8sbin"
 )
 
 const usage = `usage: strait-lab [flags] COMMAND
@@ -25,6 +26,7 @@ const usage = `usage: strait-lab [flags] COMMAND
   logs COMPONENT [NODE]  print a component's log (kubelet n2, kube-apiserver, ...)
   e2e                run the upstream Kubernetes e2e networking checks against the lab
   cni-lab            the single-node CNI lab without Kubernetes (agent + 2 pods)
+  k8s-binaries       build (once) the Kubernetes binaries and print their folder
 
 flags:
 `
@@ -34,6 +36,7 @@ func main() {
 	dir := fs.String("dir", envOr("STRAIT_LAB_DIR", ".lab"), "lab folder (state, configs, logs)")
 	nodes := fs.Int("nodes", 3, "Kubernetes nodes (up)")
 	pods := fs.Int("pods", 2, "pods (cni-lab)")
+	prefix := fs.String("prefix", envOr("STRAIT_LAB_PREFIX", lab.DefaultPrefix), "prefix of the lab's namespace and cgroup names")
 	focus := fs.String("focus", lab.DefaultE2EFocus, "ginkgo focus (e2e)")
 	skip := fs.String("skip", lab.DefaultE2ESkip, "ginkgo skip (e2e)")
 	self, _ := os.Executable()
@@ -73,7 +76,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	o := lab.Options{Dir: absDir, BinDir: *binDir, RepoRoot: repoRoot(*binDir), Pods: *pods, Out: os.Stdout}
+	o := lab.Options{Dir: absDir, BinDir: *binDir, RepoRoot: repoRoot(*binDir), Pods: *pods, Prefix: *prefix, Out: os.Stdout}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -108,6 +111,12 @@ func main() {
 		err = lab.Logs(o, cmdArgs[0], node)
 	case "e2e":
 		err = lab.E2E(ctx, o, lab.E2EOptions{Focus: *focus, Skip: *skip})
+	case "k8s-binaries":
+		var dir string
+		dir, err = k8sbin.Ensure(ctx, k8sbin.Options{RepoRoot: o.RepoRoot, Out: os.Stderr})
+		if err == nil {
+			fmt.Println(dir)
+		}
 	case "proxy":
 		err = lab.ServeProxy(ctx, *listen, *netns, *target)
 	default:

@@ -46,6 +46,9 @@ type State struct {
 	Pods       []PodRecord `json:"pods"`
 	// Cluster is set by the Kubernetes lab.
 	Cluster clusterState `json:"cluster"`
+	// Complete is set when up finished; daemons of an incomplete up belong
+	// to an up that crashed or was killed, and the next up clears them.
+	Complete bool `json:"complete"`
 }
 
 // Process is one daemon the lab started.

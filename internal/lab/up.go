@@ -43,10 +43,8 @@ func Up(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return err
 	}
-	for _, p := range prev.Processes {
-		if alive(p) {
-			return fmt.Errorf("the lab is already up (%s pid %d); run `strait-lab down` first", p.Name, p.PID)
-		}
+	if err := refuseRunningLab(prev); err != nil {
+		return err
 	}
 	// Leftovers of a crashed Up: clear them first.
 	if err := Down(ctx, Options{Dir: o.Dir, Prefix: o.Prefix}); err != nil {
@@ -104,6 +102,10 @@ func Up(ctx context.Context, o Options) (err error) {
 	}
 	o.logf("\nconnectivity (TCP):")
 	if err := Check(ctx, s, o); err != nil {
+		return err
+	}
+	s.Complete = true
+	if err := o.save(s); err != nil {
 		return err
 	}
 	o.logf("\nTry:  ip netns exec %s ping -c1 %s\nStop: strait-lab down", filepath.Base(s.Pods[0].Netns), s.Pods[len(s.Pods)-1].Addrs[0])
@@ -303,16 +305,8 @@ func tcpRoundTrip(fromNS, toNS, addr string) error {
 	})
 }
 
-// Status prints what the lab has and what is unhealthy.
-func Status(ctx context.Context, o Options) error {
-	s, err := o.load()
-	if err != nil {
-		return err
-	}
-	if len(s.Processes) == 0 && len(s.Namespaces) == 0 {
-		o.logf("the lab is down")
-		return nil
-	}
+// cniLabStatus prints what the single-node CNI lab has and what is unhealthy.
+func cniLabStatus(ctx context.Context, o Options, s *State) error {
 	bad := 0
 	for _, p := range s.Processes {
 		state := "running"

@@ -37,10 +37,8 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	for _, p := range prev.Processes {
-		if alive(p) {
-			return fmt.Errorf("the lab is already up (%s pid %d); run `strait-lab down` first", p.Name, p.PID)
-		}
+	if err := refuseRunningLab(prev); err != nil {
+		return err
 	}
 	if err := Down(ctx, Options{Dir: o.Dir, Prefix: o.Prefix}); err != nil {
 		return fmt.Errorf("clean up a previous lab: %w", err)
@@ -170,6 +168,10 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 	}); err != nil {
 		return err
 	}
+	s.Complete = true
+	if err := o.save(s); err != nil {
+		return err
+	}
 	out, _ := o.kubectl(ctx, c, "get", "nodes", "-o", "wide")
 	o.logf("\n%s\nThe lab is up in %.0f s.\n  export KUBECONFIG=%s\n  kubectl run web --image=%s -- sleep 3600\n  strait-lab status | exec n1 -- ip route | logs kubelet n1 | e2e | down",
 		strings.TrimSpace(out), time.Since(start).Seconds(), o.kubeconfigPath(), ToolsImage)
@@ -263,6 +265,20 @@ func checkTools() error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("missing %s: run `make deps` (hack/install-deps.sh)", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// refuseRunningLab fails when a completed lab still runs; the daemons of an
+// up that never completed are cleared by the caller's Down instead.
+func refuseRunningLab(prev *State) error {
+	if !prev.Complete {
+		return nil
+	}
+	for _, p := range prev.Processes {
+		if alive(p) {
+			return fmt.Errorf("the lab is already up (%s pid %d); run `strait-lab down` first", p.Name, p.PID)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,334 @@
+// Package e2e is the end-to-end tier: it drives the built strait-lab binary
+// as a user would (up, kubectl, status, e2e, down) and checks that down
+// leaves nothing behind. One lab bring-up serves each group of checks.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/strait-net/strait/internal/lab/k8sbin"
+	"github.com/strait-net/strait/internal/testutil"
+)
+
+var bins testutil.Binaries
+
+func TestMain(m *testing.M) {
+	defer bins.Cleanup()
+	testutil.Main(m)
+}
+
+// labEnv runs strait-lab with its own folder and namespace prefix (owned by
+// this test process, so an interrupted run is swept like any test netns).
+type labEnv struct {
+	t      *testing.T
+	bin    string
+	dir    string
+	prefix string
+	k8s    string
+}
+
+func newLabEnv(t *testing.T) *labEnv {
+	t.Helper()
+	testutil.RequireRoot(t)
+	if testing.Short() {
+		t.Skip("end-to-end lab tests are not short")
+	}
+	for _, tool := range []string{"containerd", "runc", "ctr"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("end-to-end lab needs %s (make deps)", tool)
+		}
+	}
+	dir, err := bins.Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := repoRoot(t)
+	k8s, err := k8sbin.Ensure(context.Background(), k8sbin.Options{RepoRoot: root, Out: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &labEnv{t: t, bin: filepath.Join(dir, "strait-lab"), dir: t.TempDir(), prefix: testutil.OwnedPrefix() + "l-", k8s: k8s}
+	t.Cleanup(func() {
+		if t.Failed() {
+			e.dumpLogs()
+		}
+		_, _ = e.run("down")
+	})
+	return e
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+
+func repoRoot(t *testing.T) string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+func (e *labEnv) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(e.bin, append([]string{"--dir", e.dir, "--prefix", e.prefix}, args...)...)
+	cmd.Dir = repoRoot(e.t)
+	return cmd
+}
+
+func (e *labEnv) run(args ...string) (string, error) {
+	out, err := e.command(args...).CombinedOutput()
+	return string(out), err
+}
+
+func (e *labEnv) mustRun(args ...string) string {
+	e.t.Helper()
+	out, err := e.run(args...)
+	if err != nil {
+		e.t.Fatalf("strait-lab %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (e *labEnv) kubectl(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(e.k8s, "kubectl"), append([]string{"--kubeconfig", filepath.Join(e.dir, "kubeconfig"), "--request-timeout=20s"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (e *labEnv) mustKubectl(args ...string) string {
+	e.t.Helper()
+	out, err := e.kubectl(args...)
+	if err != nil {
+		e.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (e *labEnv) dumpLogs() {
+	entries, _ := os.ReadDir(filepath.Join(e.dir, "logs"))
+	for _, en := range entries {
+		if en.IsDir() {
+			continue
+		}
+		data, _ := os.ReadFile(filepath.Join(e.dir, "logs", en.Name()))
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		if len(lines) > 25 {
+			lines = lines[len(lines)-25:]
+		}
+		e.t.Logf("=== tail of %s\n%s", en.Name(), strings.Join(lines, "\n"))
+	}
+}
+
+// state is the part of the lab's state file the checks read.
+type state struct {
+	Processes []struct {
+		Name string
+		PID  int
+	}
+	Cluster struct {
+		Cgroups   []string `json:"cgroups"`
+		HostPaths []string `json:"createdHostPaths"`
+	} `json:"cluster"`
+}
+
+func (e *labEnv) state() state {
+	var s state
+	data, err := os.ReadFile(filepath.Join(e.dir, "state.json"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+// assertNothingLeft checks what down must remove: the lab's namespaces, its
+// processes, mounts under the lab folder, cgroups, and host paths up created.
+func (e *labEnv) assertNothingLeft(before state) {
+	e.t.Helper()
+	entries, _ := os.ReadDir("/run/netns")
+	for _, en := range entries {
+		if strings.HasPrefix(en.Name(), e.prefix) {
+			e.t.Errorf("namespace %s left after down", en.Name())
+		}
+	}
+	for _, p := range before.Processes {
+		if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID)); err == nil && len(cmd) > 0 {
+			if stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID)); !strings.Contains(string(stat), ") Z ") {
+				e.t.Errorf("process %s (pid %d) still runs after down", p.Name, p.PID)
+			}
+		}
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fields := strings.Fields(sc.Text()); len(fields) > 4 && strings.HasPrefix(fields[4], e.dir) {
+			e.t.Errorf("mount %s left after down", fields[4])
+		}
+	}
+	for _, cg := range before.Cluster.Cgroups {
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", cg)); err == nil {
+			e.t.Errorf("cgroup %s left after down", cg)
+		}
+	}
+	for _, p := range before.Cluster.HostPaths {
+		if _, err := os.Stat(p); err == nil {
+			e.t.Errorf("host path %s, created by up, left after down", p)
+		}
+	}
+	links, _ := exec.Command("ip", "-o", "link", "show").Output()
+	if strings.Contains(string(links), e.prefix) || strings.Contains(string(links), "strt") {
+		e.t.Errorf("links in the root namespace after down:\n%s", links)
+	}
+}
+
+// A 3-node lab: every node Ready, a pod on every node gets addresses from
+// Strait and runs, kubectl exec and logs work, status is healthy and names
+// a broken agent; down removes everything and a second down is a no-op.
+func TestLabThreeNodes(t *testing.T) {
+	e := newLabEnv(t)
+	start := time.Now()
+	e.mustRun("up", "--nodes", "3")
+	t.Logf("3-node lab up in %v", time.Since(start).Round(time.Second))
+
+	nodes := e.mustKubectl("get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if !strings.Contains(nodes, n+"=True") {
+			t.Fatalf("node %s not Ready: %s", n, nodes)
+		}
+	}
+	for i, n := range []string{"n1", "n2", "n3"} {
+		e.mustKubectl("run", "p-"+n, "--image=strait.local/lab/tools:v1", "--restart=Never",
+			fmt.Sprintf(`--overrides={"spec":{"nodeName":%q}}`, n), "--", "sh", "-c", fmt.Sprintf("echo started-%d; sleep 3600", i))
+	}
+	for i, n := range []string{"n1", "n2", "n3"} {
+		e.mustKubectl("wait", "--for=condition=Ready", "pod/p-"+n, "--timeout=90s")
+		ips := e.mustKubectl("get", "pod", "p-"+n, "-o", "jsonpath={.status.podIPs[*].ip}")
+		want4, want6 := fmt.Sprintf("10.244.%d.", i+1), fmt.Sprintf("fd42:244:0:%d::", i+1)
+		if !strings.Contains(ips, want4) || !strings.Contains(ips, want6) {
+			t.Fatalf("pod on %s has IPs %q, want %s* and %s* from Strait", n, ips, want4, want6)
+		}
+		// exec: the pod's own interface carries the address kubelet reports.
+		addr := e.mustKubectl("exec", "p-"+n, "--", "ip", "-o", "addr", "show", "eth0")
+		if !strings.Contains(addr, strings.Fields(ips)[0]+"/32") {
+			t.Fatalf("pod %s eth0:\n%s\nwant %s/32", n, addr, strings.Fields(ips)[0])
+		}
+		if logs := e.mustKubectl("logs", "p-"+n); !strings.Contains(logs, fmt.Sprintf("started-%d", i)) {
+			t.Fatalf("kubectl logs p-%s: %q", n, logs)
+		}
+	}
+	if out, err := e.run("status"); err != nil || !strings.Contains(out, "all healthy") {
+		t.Fatalf("status of a healthy lab: %v\n%s", err, out)
+	}
+	if out := e.mustRun("exec", "n2", "--", "ip", "-4", "route", "show"); !strings.Contains(out, "default via 10.100.2.1") {
+		t.Fatalf("strait-lab exec n2 -- ip route:\n%s", out)
+	}
+
+	// status names a dead agent.
+	before := e.state()
+	for _, p := range before.Processes {
+		if p.Name == "strait-agent-n3" {
+			_ = syscall.Kill(p.PID, syscall.SIGKILL)
+		}
+	}
+	if out, err := e.run("status"); err == nil || !strings.Contains(out, "strait-agent on n3 is not ready") {
+		t.Fatalf("status with a dead agent: %v\n%s", err, out)
+	}
+
+	e.mustRun("down")
+	e.assertNothingLeft(before)
+	if out := e.mustRun("down"); strings.Contains(out, "stopped") || strings.Contains(out, "deleted") {
+		t.Fatalf("second down did something:\n%s", out)
+	}
+}
+
+// Upstream acceptance: e2e.test '[sig-network] Networking Granular Checks:
+// Pods' on a 1-node lab (cross-node routing arrives with cluster networking).
+func TestUpstreamGranularChecksOneNode(t *testing.T) {
+	e := newLabEnv(t)
+	e.mustRun("up", "--nodes", "1")
+	start := time.Now()
+	out, err := e.run("e2e")
+	t.Logf("e2e took %v", time.Since(start).Round(time.Second))
+	summary := ""
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "Passed") && strings.Contains(line, "Failed") || strings.HasPrefix(line, "Ran ") {
+			summary += line + "\n"
+		}
+	}
+	t.Logf("upstream e2e:\n%s", summary)
+	if err != nil {
+		t.Fatalf("upstream e2e failed: %v\n%s", err, out[max(0, len(out)-6000):])
+	}
+	if !strings.Contains(out, "4 Passed | 0 Failed") {
+		t.Fatalf("expected the 4 Granular Checks: Pods specs to pass:\n%s", summary)
+	}
+}
+
+// Ctrl-C during up removes what up made; up after an up that was killed
+// (SIGKILL, no cleanup at all) works.
+func TestInterruptedAndCrashedUp(t *testing.T) {
+	e := newLabEnv(t)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGKILL} {
+		cmd := e.command("up", "--nodes", "1")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Let it get into the control plane or the node bring-up.
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if _, err := os.Stat(filepath.Join("/run/netns", e.prefix+"cp")); err == nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(2 * time.Second)
+		during := e.state()
+		_ = cmd.Process.Signal(sig)
+		err := cmd.Wait()
+		if sig == syscall.SIGINT {
+			if err == nil {
+				t.Log("up finished before the interrupt; taking it down")
+				e.mustRun("down")
+				continue
+			}
+			entries, _ := os.ReadDir("/run/netns")
+			for _, en := range entries {
+				if strings.HasPrefix(en.Name(), e.prefix) {
+					t.Errorf("after Ctrl-C during up: namespace %s left", en.Name())
+				}
+			}
+			if len(during.Processes) == 0 {
+				t.Fatal("up had started no daemon when interrupted: the test proved nothing")
+			}
+			for _, p := range during.Processes {
+				if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID)); err == nil && !strings.Contains(string(stat), ") Z ") {
+					t.Errorf("after Ctrl-C during up: %s (pid %d) still runs", p.Name, p.PID)
+				}
+			}
+		}
+	}
+	// The SIGKILLed up left its daemons and namespaces: a new up clears them and works.
+	e.mustRun("up", "--nodes", "1")
+	if out, err := e.run("status"); err != nil {
+		t.Fatalf("status after up over a crashed up: %v\n%s", err, out)
+	}
+	before := e.state()
+	e.mustRun("down")
+	e.assertNothingLeft(before)
+}
