@@ -69,7 +69,10 @@ func newLabEnv(t *testing.T) *labEnv {
 
 type testWriter struct{ t *testing.T }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 func repoRoot(t *testing.T) string {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
