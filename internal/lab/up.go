@@ -36,32 +36,11 @@ func Up(ctx context.Context, o Options) (err error) {
 	if o.Pods <= 0 {
 		o.Pods = 2
 	}
-	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
-		return fmt.Errorf("create lab dir: %w", err)
-	}
-	prev, err := o.load()
-	if err != nil {
+	if err := o.begin(ctx); err != nil {
 		return err
-	}
-	if err := refuseRunningLab(prev); err != nil {
-		return err
-	}
-	// Leftovers of a crashed Up: clear them first.
-	if err := Down(ctx, Options{Dir: o.Dir, Prefix: o.Prefix}); err != nil {
-		return fmt.Errorf("clean up a previous lab: %w", err)
 	}
 	s := &State{}
-	defer func() {
-		if err == nil && ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		if err != nil {
-			o.logf("lab up failed (%v); cleaning up", err)
-			if derr := Down(context.Background(), o); derr != nil {
-				o.logf("cleanup: %v", derr)
-			}
-		}
-	}()
+	defer func() { err = o.cleanupOnError(ctx, err) }()
 
 	step := func(name string, f func() error) error {
 		if ctx.Err() != nil {

@@ -30,20 +30,10 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 	if c.Nodes > 40 {
 		return fmt.Errorf("--nodes %d: at most 40", c.Nodes)
 	}
-	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
-		return fmt.Errorf("create lab dir: %w", err)
-	}
-	prev, err := o.load()
-	if err != nil {
-		return err
-	}
-	if err := refuseRunningLab(prev); err != nil {
-		return err
-	}
-	if err := Down(ctx, Options{Dir: o.Dir, Prefix: o.Prefix}); err != nil {
-		return fmt.Errorf("clean up a previous lab: %w", err)
-	}
 	if err := checkTools(); err != nil {
+		return err
+	}
+	if err := o.begin(ctx); err != nil {
 		return err
 	}
 	s := &State{}
@@ -51,17 +41,7 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 	if err := o.save(s); err != nil {
 		return err
 	}
-	defer func() {
-		if err == nil && ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		if err != nil {
-			o.logf("strait-lab: up failed: %v\nstrait-lab: cleaning up (logs stay in %s)", err, filepath.Join(o.Dir, "logs"))
-			if derr := Down(context.Background(), o); derr != nil {
-				o.logf("cleanup: %v", derr)
-			}
-		}
-	}()
+	defer func() { err = o.cleanupOnError(ctx, err) }()
 	step := func(name string, f func() error) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -88,6 +68,13 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 		}
 	}
 	s.Cluster.K8sBinDir = c.K8sBinDir
+	// kubectl of the same version beside strait-lab, for the user's shell.
+	if link := filepath.Join(o.BinDir, "kubectl"); o.BinDir != "" {
+		_ = os.Remove(link)
+		if err := os.Symlink(filepath.Join(c.K8sBinDir, "kubectl"), link); err != nil {
+			o.logf("  (could not link kubectl into %s: %v)", o.BinDir, err)
+		}
+	}
 	if len(c.Images) == 0 {
 		if err := step("container images", func() error {
 			var err error
@@ -267,6 +254,39 @@ func checkTools() error {
 		return fmt.Errorf("missing %s: run `make deps` (hack/install-deps.sh)", strings.Join(missing, ", "))
 	}
 	return nil
+}
+
+// begin prepares the lab folder for an up: it refuses a lab that is up and
+// clears the leftovers of an up that crashed or was killed.
+func (o *Options) begin(ctx context.Context) error {
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return fmt.Errorf("create lab dir: %w", err)
+	}
+	prev, err := o.load()
+	if err != nil {
+		return err
+	}
+	if err := refuseRunningLab(prev); err != nil {
+		return err
+	}
+	if err := Down(ctx, Options{Dir: o.Dir, Prefix: o.Prefix}); err != nil {
+		return fmt.Errorf("clean up a previous lab: %w", err)
+	}
+	return nil
+}
+
+// cleanupOnError takes down what a failed or interrupted up made.
+func (o *Options) cleanupOnError(ctx context.Context, err error) error {
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		o.logf("strait-lab: up failed: %v\nstrait-lab: cleaning up (logs stay in %s)", err, filepath.Join(o.Dir, "logs"))
+		if derr := Down(context.Background(), *o); derr != nil {
+			o.logf("cleanup: %v", derr)
+		}
+	}
+	return err
 }
 
 // refuseRunningLab fails when a completed lab still runs; the daemons of an
