@@ -9,7 +9,7 @@ PLUGIN_PKGS := github.com/containernetworking/plugins/plugins/meta/portmap \
 	github.com/containernetworking/plugins/plugins/ipam/host-local
 TEST_FLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: all build tools deps k8s test test-unit lint bench lab lab-down clean
+.PHONY: all build tools deps k8s crds test test-unit lint bench lab lab-down clean
 
 all: build
 
@@ -39,6 +39,10 @@ test: build tools lint k8s
 ## test-unit: the tests that need no root
 test-unit:
 	$(GO) test -race -count=1 ./internal/cni/... ./internal/ipam/... ./internal/agent/... ./api/...
+
+## crds: regenerate deploy/crds, deploy/strait.yaml and the deepcopy code from api/v1alpha1
+crds:
+	$(GO) run ./hack/crdgen
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

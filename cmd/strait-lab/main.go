@@ -35,6 +35,7 @@ func main() {
 	fs := flag.NewFlagSet("strait-lab", flag.ExitOnError)
 	dir := fs.String("dir", envOr("STRAIT_LAB_DIR", ".lab"), "lab folder (state, configs, logs)")
 	nodes := fs.Int("nodes", 3, "Kubernetes nodes (up)")
+	encap := fs.String("encap", "VXLANCrossSubnet", "encapsulation of the default IP pools: VXLAN, VXLANCrossSubnet or None (up)")
 	pods := fs.Int("pods", 2, "pods (cni-lab)")
 	prefix := fs.String("prefix", envOr("STRAIT_LAB_PREFIX", lab.DefaultPrefix), "prefix of the lab's namespace and cgroup names")
 	focus := fs.String("focus", lab.DefaultE2EFocus, "ginkgo focus (e2e)")
@@ -82,7 +83,7 @@ func main() {
 
 	switch cmd {
 	case "up":
-		err = lab.UpCluster(ctx, o, lab.ClusterOptions{Nodes: *nodes, Self: self})
+		err = lab.UpCluster(ctx, o, lab.ClusterOptions{Nodes: *nodes, Self: self, Encapsulation: *encap})
 	case "cni-lab":
 		err = lab.Up(ctx, o)
 	case "down":

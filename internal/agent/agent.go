@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -38,7 +39,7 @@ type Agent struct {
 	log  *slog.Logger
 
 	mu       sync.RWMutex
-	alloc    *ipam.Allocator
+	alloc    Allocator
 	notReady error
 }
 
@@ -112,19 +113,35 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer store.Close()
-	pools, _ := a.cfg.Pools()
+	var pools []netip.Prefix
+	if a.cfg.IPAMMode == IPAMStatic {
+		pools, _ = a.cfg.Pools()
+	}
 	alloc, err := ipam.New(store, pools)
 	if err != nil {
 		return fmt.Errorf("load IPAM state: %w", err)
 	}
+	var handlerAlloc Allocator = alloc
+	if a.cfg.IPAMMode != IPAMStatic {
+		a.setNotReady(errors.New("joining the cluster"))
+		cc, err := a.startCluster(ctx, dp, alloc)
+		if err != nil {
+			return err
+		}
+		if a.cfg.IPAMMode == IPAMBlocks {
+			handlerAlloc = blockAllocator{Allocator: alloc, cc: cc}
+		}
+		h.mtu = cc.podMTU
+		pools = alloc.Pools()
+	}
 	a.mu.Lock()
-	a.alloc = alloc
+	a.alloc = handlerAlloc
 	a.mu.Unlock()
 	if err := removeOrphanLinks(ctx, dp, alloc, a.log); err != nil {
 		a.log.Warn("startup cleanup incomplete", "error", err)
 	}
 	a.setNotReady(nil)
-	a.log.Info("ready", "pools", fmt.Sprint(pools), "allocations", len(alloc.List()))
+	a.log.Info("ready", "mode", a.cfg.IPAMMode, "pools", fmt.Sprint(pools), "allocations", len(alloc.List()), "mtu", h.mtu)
 	if err := a.writeConflist(); err != nil {
 		return err
 	}

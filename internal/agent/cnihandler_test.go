@@ -269,7 +269,10 @@ func TestConfig(t *testing.T) {
 		cfg   Config
 		field string
 	}{
-		{Config{NodeName: "n"}, "podCIDRs"},
+		{Config{NodeName: "n", IPAMMode: "static"}, "podCIDRs"},
+		{Config{NodeName: "n", IPAMMode: "magic"}, "ipamMode"},
+		{Config{NodeName: "n", IPAMMode: "blocks", PodCIDRs: []string{"10.0.0.0/24"}}, "podCIDRs"},
+		{Config{NodeName: "n", DefaultIPPools: []DefaultPool{{Name: "p", CIDR: "10.0.0.0/99"}}}, "defaultIPPools[0].cidr"},
 		{Config{NodeName: "n", PodCIDRs: []string{"10.0.0.1/24"}}, "host bits"},
 		{Config{NodeName: "n", PodCIDRs: []string{"10.0.0.0/24", "10.1.0.0/24"}}, "second IPv4"},
 		{Config{NodeName: "n", PodCIDRs: []string{"10.0.0.0/24"}, MTU: 100}, "mtu"},

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
 	"sigs.k8s.io/yaml"
 )
@@ -14,10 +15,27 @@ import (
 type Config struct {
 	// NodeName identifies this node (default: the hostname).
 	NodeName string `json:"nodeName,omitempty"`
-	// PodCIDRs are the node's pod address ranges: at most one IPv4 and one
-	// IPv6 prefix (dual-stack when both are given).
-	PodCIDRs []string `json:"podCIDRs"`
-	// MTU of pod interfaces; 0 keeps the kernel default.
+	// IPAMMode: "static" (PodCIDRs below, no cluster), "blocks" (Strait's
+	// own blocks claimed from IPPools through the API; the default with a
+	// cluster) or "node-cidr" (Node.spec.podCIDRs from kube-controller-manager).
+	IPAMMode string `json:"ipamMode,omitempty"`
+	// PodCIDRs are the node's pod address ranges in static mode: at most one
+	// IPv4 and one IPv6 prefix (dual-stack when both are given).
+	PodCIDRs []string `json:"podCIDRs,omitempty"`
+	// Kubeconfig for the API server; empty uses the in-cluster config.
+	// Ignored in static mode.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// DefaultIPPools are created when the cluster has no IPPool.
+	DefaultIPPools []DefaultPool `json:"defaultIPPools,omitempty"`
+	// VXLAN settings of the overlay.
+	VXLAN VXLANConfig `json:"vxlan,omitempty"`
+	// NodeCIDREncapsulation is the encapsulation in node-cidr mode.
+	NodeCIDREncapsulation string `json:"nodeCIDREncapsulation,omitempty"`
+	// ResyncPeriod of the datapath: drift is repaired within it (default 10s).
+	ResyncPeriod Duration `json:"resyncPeriod,omitempty"`
+	// MTU of pod interfaces; 0 derives it from the uplink (minus 50 bytes
+	// for VXLAN over IPv4, 70 over IPv6) in cluster modes and keeps the
+	// kernel default in static mode.
 	MTU int `json:"mtu,omitempty"`
 	// SocketPath the CNI server listens on.
 	SocketPath string `json:"socketPath,omitempty"`
@@ -49,6 +67,49 @@ type CNIConfig struct {
 	// bandwidth with their capabilities).
 	Chained []json.RawMessage `json:"chained,omitempty"`
 }
+
+// DefaultPool is an IPPool the agent creates when the cluster has none.
+type DefaultPool struct {
+	Name          string `json:"name"`
+	CIDR          string `json:"cidr"`
+	BlockSize     int    `json:"blockSize,omitempty"`
+	Encapsulation string `json:"encapsulation,omitempty"`
+	NATOutgoing   *bool  `json:"natOutgoing,omitempty"`
+}
+
+// VXLANConfig configures the overlay devices.
+type VXLANConfig struct {
+	VNIv4 int `json:"vniV4,omitempty"`
+	VNIv6 int `json:"vniV6,omitempty"`
+	Port  int `json:"port,omitempty"`
+}
+
+// Duration is a time.Duration written as "10s" in the config file.
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON parses "10s", "1m".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"10s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON writes the duration as text.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// IPAM modes.
+const (
+	IPAMStatic   = "static"
+	IPAMBlocks   = "blocks"
+	IPAMNodeCIDR = "node-cidr"
+)
 
 // Defaults.
 const (
@@ -93,8 +154,50 @@ func (c *Config) Default() error {
 	if !filepath.IsAbs(c.StateDir) {
 		return fmt.Errorf("stateDir: must be absolute, got %q", c.StateDir)
 	}
-	if _, err := c.Pools(); err != nil {
-		return err
+	if c.IPAMMode == "" {
+		c.IPAMMode = IPAMBlocks
+		if len(c.PodCIDRs) > 0 {
+			c.IPAMMode = IPAMStatic
+		}
+	}
+	switch c.IPAMMode {
+	case IPAMStatic:
+		if _, err := c.Pools(); err != nil {
+			return err
+		}
+	case IPAMBlocks, IPAMNodeCIDR:
+		if len(c.PodCIDRs) > 0 {
+			return fmt.Errorf("podCIDRs: only for ipamMode static, not %q", c.IPAMMode)
+		}
+	default:
+		return fmt.Errorf("ipamMode: must be static, blocks or node-cidr, got %q", c.IPAMMode)
+	}
+	if c.VXLAN.VNIv4 == 0 {
+		c.VXLAN.VNIv4 = 4096
+	}
+	if c.VXLAN.VNIv6 == 0 {
+		c.VXLAN.VNIv6 = 4097
+	}
+	if c.VXLAN.Port == 0 {
+		c.VXLAN.Port = 4789
+	}
+	if c.ResyncPeriod.Duration == 0 {
+		c.ResyncPeriod.Duration = 10 * time.Second
+	}
+	switch c.NodeCIDREncapsulation {
+	case "":
+		c.NodeCIDREncapsulation = EncapVXLANCrossSubnet
+	case EncapVXLAN, EncapVXLANCrossSubnet, EncapNone:
+	default:
+		return fmt.Errorf("nodeCIDREncapsulation: must be VXLAN, VXLANCrossSubnet or None, got %q", c.NodeCIDREncapsulation)
+	}
+	for i, p := range c.DefaultIPPools {
+		if p.Name == "" {
+			return fmt.Errorf("defaultIPPools[%d].name: required", i)
+		}
+		if _, err := netip.ParsePrefix(p.CIDR); err != nil {
+			return fmt.Errorf("defaultIPPools[%d].cidr: %w", i, err)
+		}
 	}
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
 		return fmt.Errorf("mtu: %d out of range 576..65535", c.MTU)

@@ -34,6 +34,9 @@ type Datapath struct {
 	// its duration; several operations run at once (a veth deletion waits
 	// ~40 ms for the kernel and must not hold up the other pods).
 	handles chan netlinksafe.Handle
+
+	// overlay is the in-memory state of the cluster overlay (overlay_*.go).
+	overlay overlayState
 }
 
 // maxIdleHandles bounds the node handles kept open between operations.

@@ -3,7 +3,6 @@ package ipam
 import (
 	"fmt"
 	"io/fs"
-	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -33,9 +32,13 @@ func WithClock(now func() time.Time) Option {
 	}
 }
 
-// Allocator hands out addresses from at most one IPv4 and one IPv6 pool.
-// Every change is a single Store.Commit; the in-memory index is touched only
-// after Commit returned nil. It is safe for concurrent use.
+// Allocator hands out addresses from a set of pools: any number of
+// non-overlapping prefixes per address family (a node's pod CIDRs, or the
+// IPAM blocks the node holds), changeable at run time with SetPools, AddPool
+// and RemovePool. Every change to allocations is a single Store.Commit; the
+// in-memory index is touched only after Commit returned nil. The pool set is
+// configuration, not state: it is never persisted. It is safe for concurrent
+// use.
 type Allocator struct {
 	mu      sync.Mutex
 	store   Store
@@ -46,96 +49,12 @@ type Allocator struct {
 	byAddr  map[netip.Addr]Key
 }
 
-// pool is one configured pod CIDR.
-type pool struct {
-	prefix   netip.Prefix
-	network  netip.Addr // first address, always reserved
-	last     netip.Addr // last address, reserved for IPv4 (broadcast)
-	capacity uint64
-	used     int // usable (non-reserved) addresses of the pool in use
-}
-
-func newPool(p netip.Prefix) (*pool, error) {
-	if !p.IsValid() {
-		return nil, fmt.Errorf("invalid prefix %s", p)
-	}
-	if p.Addr().Is4In6() {
-		return nil, fmt.Errorf("prefix %s is an IPv4-mapped IPv6 prefix; use the plain IPv4 form", p)
-	}
-	if p.Masked() != p {
-		return nil, fmt.Errorf("prefix %s has host bits set (want %s)", p, p.Masked())
-	}
-	hostBits := p.Addr().BitLen() - p.Bits()
-	reserved := uint64(1) // network address (IPv6: subnet-router anycast)
-	if p.Addr().Is4() {
-		reserved = 2 // plus broadcast
-	}
-	var capacity uint64
-	if hostBits >= 64 {
-		capacity = math.MaxUint64 // exact for a /64 (2^64-1 usable), saturated above
-	} else if size := uint64(1) << hostBits; size > reserved {
-		capacity = size - reserved
-	}
-	if capacity == 0 {
-		return nil, fmt.Errorf("prefix %s has no usable address", p)
-	}
-	return &pool{prefix: p, network: p.Addr(), last: lastAddr(p), capacity: capacity}, nil
-}
-
-// lastAddr returns the highest address of p.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Addr().AsSlice()
-	for i := range b {
-		// Bits of byte i that belong to the host part.
-		hostInByte := min(max(8*(i+1)-p.Bits(), 0), 8)
-		b[i] |= byte(1<<hostInByte - 1)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
-}
-
-func (p *pool) reserved(a netip.Addr) bool {
-	return a == p.network || (a.Is4() && a == p.last)
-}
-
-// counts reports whether a occupies a usable address of p.
-func (p *pool) counts(a netip.Addr) bool {
-	return p.prefix.Contains(a) && !p.reserved(a)
-}
-
-// pick returns the first free usable address after cursor, wrapping around.
-func (p *pool) pick(cursor netip.Addr, inUse map[netip.Addr]Key) (netip.Addr, error) {
-	if uint64(p.used) >= p.capacity {
-		return netip.Addr{}, fmt.Errorf("ipam: pool %s exhausted (%d of %d addresses in use): %w",
-			p.prefix, p.used, p.capacity, ErrExhausted)
-	}
-	a := p.network // first candidate is then network+1
-	if cursor.IsValid() && p.prefix.Contains(cursor) {
-		a = cursor
-	}
-	// A free usable address exists, so at most used+2 candidates (in use or
-	// reserved) are skipped before it is found.
-	for range p.used + 3 {
-		a = a.Next()
-		if !a.IsValid() || !p.prefix.Contains(a) {
-			a = p.network
-		}
-		if p.reserved(a) {
-			continue
-		}
-		if _, busy := inUse[a]; busy {
-			continue
-		}
-		return a, nil
-	}
-	return netip.Addr{}, fmt.Errorf("ipam: pool %s: no free address found although %d of %d are in use (index inconsistent)",
-		p.prefix, p.used, p.capacity)
-}
-
-// New loads the store's snapshot and returns an Allocator over pools (the
-// node's pod CIDRs: at most one IPv4 and one IPv6 prefix). Stored allocations
-// outside the pools are kept and reported but their addresses are never
-// handed out again. Two stored allocations sharing an address are an error.
+// New loads the store's snapshot and returns an Allocator over pools (see
+// SetPools for the rules; none is allowed, e.g. until the node has claimed
+// its first IPAM block, and Allocate then fails with ErrExhausted). Stored
+// allocations outside the pools are kept and reported but their addresses
+// are never handed out again. Two stored allocations sharing an address are
+// an error.
 func New(store Store, pools []netip.Prefix, opts ...Option) (*Allocator, error) {
 	if store == nil {
 		return nil, fmt.Errorf("ipam: new: nil store")
@@ -178,39 +97,6 @@ func New(store Store, pools []netip.Prefix, opts ...Option) (*Allocator, error) 
 		a.index(cloneAlloc(al))
 	}
 	return a, nil
-}
-
-func newPools(prefixes []netip.Prefix) ([]*pool, error) {
-	if len(prefixes) == 0 {
-		return nil, fmt.Errorf("no pool configured")
-	}
-	var v4, v6 *pool
-	for _, pfx := range prefixes {
-		p, err := newPool(pfx)
-		if err != nil {
-			return nil, fmt.Errorf("pool: %w", err)
-		}
-		for _, q := range []*pool{v4, v6} {
-			if q != nil && q.prefix.Overlaps(pfx) {
-				return nil, fmt.Errorf("pools %s and %s overlap", q.prefix, pfx)
-			}
-		}
-		slot := &v6
-		if pfx.Addr().Is4() {
-			slot = &v4
-		}
-		if *slot != nil {
-			return nil, fmt.Errorf("pools %s and %s: at most one pool per address family", (*slot).prefix, pfx)
-		}
-		*slot = p
-	}
-	var out []*pool
-	for _, p := range []*pool{v4, v6} {
-		if p != nil {
-			out = append(out, p)
-		}
-	}
-	return out, nil
 }
 
 // index adds al (owned by the allocator) to the in-memory maps.
@@ -257,10 +143,13 @@ func validKey(k Key) error {
 
 // Allocate returns the allocation for o.Key, creating it if needed. An
 // existing allocation is returned unchanged with created=false and nothing is
-// written. A new allocation holds one address per pool (IPv4 first), picked
-// round-robin after each pool's cursor; it and the advanced cursors are
-// persisted in one Commit. If any pool is full the error wraps ErrExhausted
-// and nothing is committed.
+// written. A new allocation holds one address per address family present in
+// the pool set (IPv4 first): the family's pools are tried in order and the
+// first one not full gives the next free address after its cursor
+// (round-robin). The allocation and the advanced cursors are persisted in
+// one Commit. If every pool of some family is full the error is an
+// *ExhaustedError (naming the family, matching ErrExhausted) and nothing is
+// committed; so it is, with Family 0, when there is no pool at all.
 func (a *Allocator) Allocate(o Owner) (Allocation, bool, error) {
 	if err := validKey(o.Key); err != nil {
 		return Allocation{}, false, fmt.Errorf("ipam: allocate: %w", err)
@@ -270,15 +159,18 @@ func (a *Allocator) Allocate(o Owner) (Allocation, bool, error) {
 	if al, ok := a.byKey[o.Key]; ok {
 		return cloneAlloc(al), false, nil
 	}
+	if len(a.pools) == 0 {
+		return Allocation{}, false, &ExhaustedError{}
+	}
 	al := Allocation{Owner: o, Created: a.now().Round(0).UTC()}
-	cursors := make(map[string]netip.Addr, len(a.pools))
-	for _, p := range a.pools {
-		ad, err := p.pick(a.cursors[p.prefix.String()], a.byAddr)
+	cursors := make(map[string]netip.Addr, 2)
+	for _, ps := range a.families() {
+		ad, key, err := a.pickFamily(ps)
 		if err != nil {
 			return Allocation{}, false, err
 		}
 		al.Addrs = append(al.Addrs, ad)
-		cursors[p.prefix.String()] = ad
+		cursors[key] = ad
 	}
 	if err := a.store.Commit(Change{Put: []Allocation{cloneAlloc(al)}, Cursors: cursors}); err != nil {
 		return Allocation{}, false, fmt.Errorf("ipam: allocate %s: commit: %w", o.Key, err)
@@ -368,16 +260,15 @@ func (a *Allocator) List() []Allocation {
 	return out
 }
 
-// Pools returns the configured pools, IPv4 first.
+// Pools returns the configured pools, IPv4 first, each family in the order
+// its pools are tried.
 func (a *Allocator) Pools() []netip.Prefix {
-	out := make([]netip.Prefix, len(a.pools))
-	for i, p := range a.pools {
-		out[i] = p.prefix
-	}
-	return out
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.prefixesLocked()
 }
 
-// Usage reports capacity and use per pool, IPv4 first.
+// Usage reports capacity and use per pool, in the order of Pools.
 func (a *Allocator) Usage() []PoolUsage {
 	a.mu.Lock()
 	defer a.mu.Unlock()

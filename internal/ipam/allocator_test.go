@@ -54,9 +54,8 @@ func TestNewValidation(t *testing.T) {
 		pools []netip.Prefix
 		want  string
 	}{
-		{"none", nil, "no pool"},
-		{"two v4", []netip.Prefix{pfx("10.244.0.0/24"), pfx("10.245.0.0/24")}, "at most one pool per address family"},
-		{"two v6", []netip.Prefix{pfx("fd00::/64"), pfx("fd01::/64")}, "at most one pool per address family"},
+		{"twice v4", []netip.Prefix{pfx("10.244.0.0/24"), pfx("10.245.0.0/24"), pfx("10.244.0.0/24")}, "pool 10.244.0.0/24 listed twice"},
+		{"overlap v6", []netip.Prefix{pfx("fd00::/64"), pfx("fd01::/64"), pfx("fd00::/120")}, "pools fd00::/64 and fd00::/120 overlap"},
 		{"overlap v4", []netip.Prefix{pfx("10.244.0.0/16"), pfx("10.244.1.0/24")}, "overlap"},
 		{"invalid", []netip.Prefix{{}}, "invalid prefix"},
 		{"host bits", []netip.Prefix{pfx("10.244.0.5/24")}, "host bits set (want 10.244.0.0/24)"},
@@ -73,8 +72,14 @@ func TestNewValidation(t *testing.T) {
 			}
 		})
 	}
+	// No pool is valid (a node before its first IPAM block): Allocate then
+	// says try again later.
+	a := newAlloc(t, NewMemStore())
+	if _, _, err := a.Allocate(owner(1)); !errors.Is(err, ErrExhausted) || err.Error() != "ipam: no pool configured" {
+		t.Fatalf("Allocate without pools: %v, want ErrExhausted \"ipam: no pool configured\"", err)
+	}
 	// Valid edge cases: a /127 has exactly one usable address.
-	a := newAlloc(t, NewMemStore(), "fd00::/64", "10.0.0.0/30")
+	a = newAlloc(t, NewMemStore(), "fd00::/64", "10.0.0.0/30")
 	if got := a.Pools(); !slices.Equal(got, []netip.Prefix{pfx("10.0.0.0/30"), pfx("fd00::/64")}) {
 		t.Fatalf("Pools() = %v, want IPv4 first", got)
 	}

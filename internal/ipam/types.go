@@ -1,4 +1,5 @@
-// Package ipam allocates pod addresses from a node's pod CIDRs.
+// Package ipam allocates pod addresses from a node's pools: its pod CIDRs or
+// the IPAM blocks it holds, a set that may change at run time.
 //
 // The Allocator is pure bookkeeping over a Store: every change is one atomic
 // Store.Commit, and the in-memory index is updated only after the commit
@@ -12,6 +13,10 @@
 // the untouched old tree; a torn meta page fails its checksum and the other
 // one is used. Since each Allocate/Release/Update is exactly one Commit
 // (allocation and cursors together), no partial change is ever visible.
+// Pool changes (SetPools, AddPool, RemovePool) write nothing: the pool set
+// is configuration the caller gives again after a restart (New), e.g. the
+// IPAM blocks the node holds; cursors are stored per prefix, so a pool that
+// comes back continues where it stopped.
 package ipam
 
 import (
@@ -20,9 +25,14 @@ import (
 	"time"
 )
 
-// ErrExhausted is returned (wrapped) when a pool has no free address.
+// ErrExhausted is returned (wrapped, see ExhaustedError) when all pools of
+// an address family have no free address.
 // The CNI layer maps it to error code 11 (try again later).
 var ErrExhausted = errors.New("ipam: pool exhausted")
+
+// ErrPoolInUse is returned (wrapped) by RemovePool while an allocation holds
+// an address inside the pool.
+var ErrPoolInUse = errors.New("ipam: pool in use")
 
 // Key identifies one attachment: the CNI network, the container and the
 // interface inside it. Allocation is idempotent per Key.
@@ -46,7 +56,7 @@ type Owner struct {
 	HostIface    string `json:"hostIface,omitempty"`
 }
 
-// Allocation is the set of addresses (one per configured pool family) held
+// Allocation is the set of addresses (one per configured address family) held
 // by one Owner. Addresses are host addresses (/32 or /128 prefixes are built
 // by the caller).
 type Allocation struct {

@@ -27,6 +27,15 @@ type ClusterOptions struct {
 	Images []string
 	// Self is the strait-lab binary (it serves the API proxy).
 	Self string
+	// Encapsulation of the default IP pools (default VXLANCrossSubnet).
+	Encapsulation string
+}
+
+func (c ClusterOptions) encap() string {
+	if c.Encapsulation == "" {
+		return "VXLANCrossSubnet"
+	}
+	return c.Encapsulation
 }
 
 // clusterState is the cluster part of State.
@@ -75,7 +84,7 @@ func (o *Options) bringUpNode(ctx context.Context, s *State, c ClusterOptions, n
 	files := map[string]string{
 		filepath.Join(d.containerd, "config.toml"): containerdConfig(d),
 		filepath.Join(d.root, "kubelet.yaml"):      kubeletConfig(n, d, p.CA, p.KubeletCert, p.KubeletKey, o.prefix()),
-		filepath.Join(d.root, "agent.yaml"):        agentConfig(n, d),
+		filepath.Join(d.root, "agent.yaml"):        agentConfig(n, d, p.AgentKubeconfig, c.encap()),
 		filepath.Join(d.root, "resolv.conf"):       "",
 	}
 	if err := writeFiles(files); err != nil {

@@ -112,18 +112,24 @@ makeIPTablesUtilChains: false
 `, n.IPv4, n.cgroupRoot(prefix), d.containerdSock(), caFile, certFile, keyFile, d.podLogs, filepath.Join(d.root, "resolv.conf"))
 }
 
-// agentConfig renders strait-agent's configuration for one node. The pod
-// CIDRs are static per node until Strait takes them from the cluster.
-func agentConfig(n labNode, d nodeDirs) string {
+// agentConfig renders strait-agent's configuration for one node: blocks
+// from the cluster's IPPools (the first agent creates the default pair).
+func agentConfig(n labNode, d nodeDirs, kubeconfig, encap string) string {
 	return fmt.Sprintf(`nodeName: %s
-podCIDRs: [%s, %s]
+ipamMode: blocks
+kubeconfig: %s
 socketPath: %s
 stateDir: %s
+resyncPeriod: 5s
+defaultIPPools:
+- {name: default-ipv4, cidr: %s, blockSize: 26, encapsulation: %s}
+- {name: default-ipv6, cidr: %s, blockSize: 122, encapsulation: %s}
 cni:
   confDir: %s
   cniVersion: "1.0.0"
   logFile: %s
-`, n.Name, n.PodV4, n.PodV6, filepath.Join(d.state, "cni.sock"), d.state, d.cniConf, filepath.Join(d.root, "cni.log"))
+`, n.Name, kubeconfig, filepath.Join(d.state, "cni.sock"), d.state, ClusterCIDRv4, encap, ClusterCIDRv6, encap,
+		d.cniConf, filepath.Join(d.root, "cni.log"))
 }
 
 // cgroupControllers lists the mounted cgroup v1 hierarchies (including

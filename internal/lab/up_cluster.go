@@ -131,6 +131,16 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 	}); err != nil {
 		return err
 	}
+	if err := step("Strait CRDs", func() error {
+		_, err := o.kubectl(ctx, c, "apply", "--server-side", "-f", filepath.Join(o.RepoRoot, "deploy", "crds"))
+		if err != nil {
+			return err
+		}
+		_, err = o.kubectl(ctx, c, "wait", "--for=condition=Established", "crd/ippools.strait.dev", "crd/ipamblocks.strait.dev", "--timeout=30s")
+		return err
+	}); err != nil {
+		return err
+	}
 	for _, n := range nodes {
 		nf, ok := cl.Node(n.Name)
 		if !ok {

@@ -8,9 +8,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -219,22 +221,79 @@ func TestLabThreeNodes(t *testing.T) {
 		e.mustKubectl("run", "p-"+n, "--image=strait.local/lab/tools:v1", "--restart=Never",
 			fmt.Sprintf(`--overrides={"spec":{"nodeName":%q}}`, n), "--", "sh", "-c", fmt.Sprintf("echo started-%d; sleep 3600", i))
 	}
+	podIPs := map[string][]string{}
 	for i, n := range []string{"n1", "n2", "n3"} {
 		e.mustKubectl("wait", "--for=condition=Ready", "pod/p-"+n, "--timeout=90s")
-		ips := e.mustKubectl("get", "pod", "p-"+n, "-o", "jsonpath={.status.podIPs[*].ip}")
-		want4, want6 := fmt.Sprintf("10.244.%d.", i+1), fmt.Sprintf("fd42:244:0:%d::", i+1)
-		if !strings.Contains(ips, want4) || !strings.Contains(ips, want6) {
-			t.Fatalf("pod on %s has IPs %q, want %s* and %s* from Strait", n, ips, want4, want6)
+		ips := strings.Fields(e.mustKubectl("get", "pod", "p-"+n, "-o", "jsonpath={.status.podIPs[*].ip}"))
+		if len(ips) != 2 {
+			t.Fatalf("pod on %s has IPs %v, want one IPv4 and one IPv6", n, ips)
+		}
+		podIPs[n] = ips
+		// Each address lies in a block this node claimed through the API.
+		blocks := e.mustKubectl("get", "ipamblocks", "-o", `jsonpath={range .items[*]}{.spec.node} {.spec.cidr}{"\n"}{end}`)
+		for _, ip := range ips {
+			if !inNodeBlock(blocks, n, ip) {
+				t.Fatalf("pod on %s has %s, not in a block of %s:\n%s", n, ip, n, blocks)
+			}
 		}
 		// exec: the pod's own interface carries the address kubelet reports.
 		addr := e.mustKubectl("exec", "p-"+n, "--", "ip", "-o", "addr", "show", "eth0")
-		if !strings.Contains(addr, strings.Fields(ips)[0]+"/32") {
-			t.Fatalf("pod %s eth0:\n%s\nwant %s/32", n, addr, strings.Fields(ips)[0])
+		if !strings.Contains(addr, ips[0]+"/32") {
+			t.Fatalf("pod %s eth0:\n%s\nwant %s/32", n, addr, ips[0])
 		}
 		if logs := e.mustKubectl("logs", "p-"+n); !strings.Contains(logs, fmt.Sprintf("started-%d", i)) {
 			t.Fatalf("kubectl logs p-%s: %q", n, logs)
 		}
 	}
+
+	// Cross-node pod to pod, both families: n1 and n3 share subnet a (native
+	// routes in VXLANCrossSubnet), n2 is in subnet b (VXLAN). The VXLAN
+	// device's counters on n1 must move for n2 only.
+	vxlanTX := func() int {
+		// /proc/net/dev follows the reader's network namespace (/sys does not).
+		out := e.mustRun("exec", "n1", "--", "cat", "/proc/net/dev")
+		for _, line := range strings.Split(out, "\n") {
+			name, counters, ok := strings.Cut(strings.TrimSpace(line), ":")
+			if !ok || name != "strait.vxlan4" {
+				continue
+			}
+			f := strings.Fields(counters)
+			if len(f) < 10 {
+				break
+			}
+			v, err := strconv.Atoi(f[9]) // transmit packets
+			if err != nil {
+				t.Fatalf("vxlan counter in %q: %v", line, err)
+			}
+			return v
+		}
+		t.Fatalf("no strait.vxlan4 in n1's /proc/net/dev:\n%s", out)
+		return 0
+	}
+	ping := func(to string) {
+		t.Helper()
+		if out, err := e.kubectl("exec", "p-n1", "--", "ping", "-c", "5", "-i", "0.2", "-W", "2", to); err != nil || !strings.Contains(out, " 0% packet loss") {
+			t.Fatalf("p-n1 -> %s: %v\n%s", to, err, out)
+		}
+	}
+	before := vxlanTX()
+	ping(podIPs["n3"][0])
+	ping(podIPs["n3"][1])
+	if d := vxlanTX() - before; d > 2 {
+		t.Fatalf("same-subnet traffic n1 -> n3 was encapsulated: strait.vxlan4 tx +%d", d)
+	}
+	before = vxlanTX()
+	ping(podIPs["n2"][0])
+	if d := vxlanTX() - before; d < 5 {
+		t.Fatalf("cross-subnet traffic n1 -> n2 not encapsulated: strait.vxlan4 tx +%d", d)
+	}
+	ping(podIPs["n2"][1])
+
+	// NAT outgoing (on by default): the outside host sees the node's address.
+	if out, err := e.kubectl("exec", "p-n1", "--", "ping", "-c", "2", "-W", "2", "10.100.9.10"); err != nil {
+		t.Fatalf("pod -> outside host: %v\n%s", err, out)
+	}
+
 	if out, err := e.run("status"); err != nil || !strings.Contains(out, "all healthy") {
 		t.Fatalf("status of a healthy lab: %v\n%s", err, out)
 	}
@@ -243,8 +302,8 @@ func TestLabThreeNodes(t *testing.T) {
 	}
 
 	// status names a dead agent.
-	before := e.state()
-	for _, p := range before.Processes {
+	st := e.state()
+	for _, p := range st.Processes {
 		if p.Name == "strait-agent-n3" {
 			_ = syscall.Kill(p.PID, syscall.SIGKILL)
 		}
@@ -254,17 +313,18 @@ func TestLabThreeNodes(t *testing.T) {
 	}
 
 	e.mustRun("down")
-	e.assertNothingLeft(before)
+	e.assertNothingLeft(st)
 	if out := e.mustRun("down"); strings.Contains(out, "stopped") || strings.Contains(out, "deleted") {
 		t.Fatalf("second down did something:\n%s", out)
 	}
 }
 
 // Upstream acceptance: e2e.test '[sig-network] Networking Granular Checks:
-// Pods' on a 1-node lab (cross-node routing arrives with cluster networking).
-func TestUpstreamGranularChecksOneNode(t *testing.T) {
+// Pods' on a 3-node lab across two subnets with the pools in VXLAN mode
+// (every cross-node packet encapsulated), dual-stack.
+func TestUpstreamGranularChecksVXLAN(t *testing.T) {
 	e := newLabEnv(t)
-	e.mustRun("up", "--nodes", "1")
+	e.mustRun("up", "--nodes", "3", "--encap", "VXLAN")
 	start := time.Now()
 	out, err := e.run("e2e")
 	t.Logf("e2e took %v", time.Since(start).Round(time.Second))
@@ -334,4 +394,23 @@ func TestInterruptedAndCrashedUp(t *testing.T) {
 	before := e.state()
 	e.mustRun("down")
 	e.assertNothingLeft(before)
+}
+
+// inNodeBlock reports whether ip lies in one of node's blocks, given lines
+// "NODE CIDR".
+func inNodeBlock(blocks, node, ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(blocks, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 || f[0] != node {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f[1]); err == nil && p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,202 @@
+package datapath
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// SetNAT makes the nftables table inet NATTable in the node's namespace
+// express cfg, replacing it atomically in one netlink transaction (add,
+// delete, add again with everything; readers never see it half-built):
+//
+//	table inet strait {
+//	  set masq4  { type ipv4_addr; flags interval; elements = { Masquerade } }
+//	  set pools4 { type ipv4_addr; flags interval; elements = { AllPools } }
+//	  set nodes4 { type ipv4_addr; flags interval; elements = { NodeAddrs } }
+//	  (and masq6, pools6, nodes6)
+//	  chain postrouting {
+//	    type nat hook postrouting priority srcnat; policy accept;
+//	    ip saddr @masq4 ip daddr != @pools4 ip daddr != @nodes4 counter masquerade fully-random
+//	    ip6 saddr @masq6 ip6 daddr != @pools6 ip6 daddr != @nodes6 counter masquerade fully-random
+//	  }
+//	}
+//
+// Applying the same cfg again leaves the same ruleset (connections already
+// masqueraded keep their conntrack mapping). With no Masquerade pools, the
+// table is removed.
+func (d *Datapath) SetNAT(ctx context.Context, cfg NATConfig) error {
+	if err := d.setNAT(ctx, cfg); err != nil {
+		return fmt.Errorf("set nat (nftables table inet %s): %w", NATTable, err)
+	}
+	return nil
+}
+
+func (d *Datapath) setNAT(ctx context.Context, cfg NATConfig) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var masq, pools, nodes [2][]netip.Prefix // by family: 0 IPv4, 1 IPv6
+	for _, group := range []struct {
+		what string
+		in   []netip.Prefix
+		out  *[2][]netip.Prefix
+	}{{"masquerade pool", cfg.Masquerade, &masq}, {"pool", cfg.AllPools, &pools}} {
+		for _, p := range group.in {
+			p, ok := normPrefix(p)
+			if !ok {
+				return fmt.Errorf("invalid %s %v", group.what, p)
+			}
+			group.out[familyIndex(p.Addr())] = append(group.out[familyIndex(p.Addr())], p)
+		}
+	}
+	for _, a := range cfg.NodeAddrs {
+		a = a.Unmap().WithZone("")
+		if !a.IsValid() {
+			return fmt.Errorf("invalid node address %v", a)
+		}
+		nodes[familyIndex(a)] = append(nodes[familyIndex(a)], netip.PrefixFrom(a, a.BitLen()))
+	}
+
+	d.life.RLock()
+	defer d.life.RUnlock()
+	if d.closed {
+		return errClosed
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(int(d.nodeNS.Fd())))
+	if err != nil {
+		return fmt.Errorf("open nftables connection: %w", err)
+	}
+	t := &nftables.Table{Name: NATTable, Family: nftables.TableFamilyINet}
+	// Adding first makes the deletion valid when the table does not exist.
+	c.AddTable(t)
+	c.DelTable(t)
+	if len(masq[0])+len(masq[1]) > 0 {
+		c.AddTable(t)
+		chain := c.AddChain(&nftables.Chain{
+			Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
+			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
+		})
+		for fi, f := range natFamilies() {
+			if len(masq[fi]) == 0 {
+				continue
+			}
+			var ids [3]uint32
+			for i, s := range []struct {
+				name  string
+				elems []netip.Prefix
+			}{{"masq" + f.suffix, masq[fi]}, {"pools" + f.suffix, pools[fi]}, {"nodes" + f.suffix, nodes[fi]}} {
+				// Explicit IDs: the library's own counter is a package global.
+				ids[i] = uint32(fi*3 + i + 1)
+				set := &nftables.Set{Table: t, ID: ids[i], Name: s.name, KeyType: f.keyType, Interval: true}
+				if err := c.AddSet(set, intervalElements(s.elems)); err != nil {
+					return fmt.Errorf("set %s: %w", s.name, err)
+				}
+			}
+			c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.nfproto}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddr, Len: f.addrLen},
+				&expr.Lookup{SourceRegister: 1, SetName: "masq" + f.suffix, SetID: ids[0]},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddr, Len: f.addrLen},
+				&expr.Lookup{SourceRegister: 1, SetName: "pools" + f.suffix, SetID: ids[1], Invert: true},
+				&expr.Lookup{SourceRegister: 1, SetName: "nodes" + f.suffix, SetID: ids[2], Invert: true},
+				&expr.Counter{},
+				&expr.Masq{FullyRandom: true},
+			}})
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	d.log.Debug("applied outgoing nat", "masquerade", cfg.Masquerade, "pools", cfg.AllPools, "node_addrs", len(cfg.NodeAddrs))
+	return nil
+}
+
+// natFamily describes the IPv4 or IPv6 half of the table.
+type natFamily struct {
+	suffix       string
+	keyType      nftables.SetDatatype
+	nfproto      byte
+	saddr, daddr uint32 // offsets in the network header
+	addrLen      uint32
+}
+
+func natFamilies() [2]natFamily {
+	return [2]natFamily{
+		{"4", nftables.TypeIPAddr, unix.NFPROTO_IPV4, 12, 16, 4},
+		{"6", nftables.TypeIP6Addr, unix.NFPROTO_IPV6, 8, 24, 16},
+	}
+}
+
+func familyIndex(a netip.Addr) int {
+	if a.Is4() {
+		return 0
+	}
+	return 1
+}
+
+// normPrefix unmaps and masks p.
+func normPrefix(p netip.Prefix) (netip.Prefix, bool) {
+	a, bits := p.Addr(), p.Bits()
+	if !p.IsValid() {
+		return p, false
+	}
+	if a.Is4In6() {
+		if bits < 96 {
+			return p, false
+		}
+		a, bits = a.Unmap(), bits-96
+	}
+	return netip.PrefixFrom(a.WithZone(""), bits).Masked(), true
+}
+
+// intervalElements renders prefixes as the elements of an interval set:
+// overlapping and adjacent prefixes merged (the kernel rejects overlaps),
+// each range as its first address and, flagged as interval end, the
+// address after its last (omitted at the end of the address space).
+func intervalElements(ps []netip.Prefix) []nftables.SetElement {
+	type span struct{ lo, hi netip.Addr }
+	spans := make([]span, 0, len(ps))
+	for _, p := range ps {
+		spans = append(spans, span{p.Masked().Addr(), lastAddr(p)})
+	}
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Or(a.lo.Compare(b.lo), a.hi.Compare(b.hi)) })
+	var merged []span
+	for _, s := range spans {
+		if n := len(merged); n > 0 {
+			last := &merged[n-1]
+			if next := last.hi.Next(); !next.IsValid() || s.lo.Compare(next) <= 0 {
+				if s.hi.Compare(last.hi) > 0 {
+					last.hi = s.hi
+				}
+				continue
+			}
+		}
+		merged = append(merged, s)
+	}
+	var elems []nftables.SetElement
+	for _, s := range merged {
+		elems = append(elems, nftables.SetElement{Key: s.lo.AsSlice()})
+		if end := s.hi.Next(); end.IsValid() {
+			elems = append(elems, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
+		}
+	}
+	return elems
+}
+
+// lastAddr is the last address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
