@@ -40,6 +40,10 @@ type Agent struct {
 
 	mu       sync.RWMutex
 	alloc    Allocator
+	// For the CLI API, set once Run has them (guarded by mu).
+	ipamAlloc *ipam.Allocator
+	cluster   *clusterController
+	dp        PodDatapath
 	notReady error
 }
 
@@ -98,7 +102,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: cni.NewServer(h, a.log), ReadHeaderTimeout: 10 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/cni/", cni.NewServer(h, a.log))
+	a.registerAPI(mux)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	defer func() {
@@ -128,6 +135,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		a.mu.Lock()
+		a.cluster = cc
+		a.mu.Unlock()
 		if a.cfg.IPAMMode == IPAMBlocks {
 			handlerAlloc = blockAllocator{Allocator: alloc, cc: cc}
 		}
@@ -135,7 +145,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		pools = alloc.Pools()
 	}
 	a.mu.Lock()
-	a.alloc = handlerAlloc
+	a.alloc, a.ipamAlloc, a.dp = handlerAlloc, alloc, dp
 	a.mu.Unlock()
 	if err := removeOrphanLinks(ctx, dp, alloc, a.log); err != nil {
 		a.log.Warn("startup cleanup incomplete", "error", err)
