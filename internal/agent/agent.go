@@ -38,13 +38,13 @@ type Agent struct {
 	deps Deps
 	log  *slog.Logger
 
-	mu       sync.RWMutex
-	alloc    Allocator
+	mu    sync.RWMutex
+	alloc Allocator
 	// For the CLI API, set once Run has them (guarded by mu).
 	ipamAlloc *ipam.Allocator
 	cluster   *clusterController
 	dp        PodDatapath
-	notReady error
+	notReady  error
 }
 
 // New validates cfg and returns an agent ready to Run.
