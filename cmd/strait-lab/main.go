@@ -24,6 +24,7 @@ const usage = `usage: strait-lab [flags] COMMAND
   kubeconfig         print the path of the lab's kubeconfig
   exec NODE -- CMD   run CMD in a lab namespace (n1, n2, ..., cp, router, ext)
   logs COMPONENT [NODE]  print a component's log (kubelet n2, kube-apiserver, ...)
+  restart COMPONENT [NODE]  kill -9 a lab daemon and start it again (strait-agent n2, ...)
   e2e                run the upstream Kubernetes e2e networking checks against the lab
   cni-lab            the single-node CNI lab without Kubernetes (agent + 2 pods)
   k8s-binaries       build (once) the Kubernetes binaries and print their folder
@@ -110,6 +111,15 @@ func main() {
 			node = cmdArgs[1]
 		}
 		err = lab.Logs(o, cmdArgs[0], node)
+	case "restart":
+		if len(cmdArgs) < 1 {
+			fail(fmt.Errorf("usage: strait-lab restart COMPONENT [NODE]"))
+		}
+		node := ""
+		if len(cmdArgs) > 1 {
+			node = cmdArgs[1]
+		}
+		err = lab.Restart(ctx, o, cmdArgs[0], node)
 	case "e2e":
 		err = lab.E2E(ctx, o, lab.E2EOptions{Focus: *focus, Skip: *skip})
 	case "k8s-binaries":

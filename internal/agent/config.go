@@ -136,6 +136,9 @@ func LoadConfig(path string) (*Config, error) {
 // Default fills unset fields and validates the rest, naming the bad field.
 func (c *Config) Default() error {
 	if c.NodeName == "" {
+		c.NodeName = os.Getenv("NODE_NAME") // the DaemonSet sets it from spec.nodeName
+	}
+	if c.NodeName == "" {
 		h, err := os.Hostname()
 		if err != nil {
 			return fmt.Errorf("nodeName: unset and hostname unknown: %w", err)

@@ -58,6 +58,10 @@ type Process struct {
 	// Exe is the binary's path, checked before killing so a reused PID is
 	// never signalled.
 	Exe string `json:"exe"`
+	// Argv, Netns and Env let `strait-lab restart` start it again.
+	Argv  []string `json:"argv,omitempty"`
+	Netns string   `json:"netns,omitempty"`
+	Env   []string `json:"env,omitempty"`
 }
 
 // PodRecord is one pod the lab wired.

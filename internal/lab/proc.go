@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -53,8 +54,42 @@ func (o *Options) recordDaemon(s *State, name, nsName string, argv, env []string
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	s.Processes = append(s.Processes, Process{Name: name, PID: pid, Exe: exe})
+	s.Processes = append(s.Processes, Process{Name: name, PID: pid, Exe: exe, Argv: argv, Netns: nsName, Env: env})
 	return o.save(s)
+}
+
+// Restart kills a lab daemon with SIGKILL (as a crash would) and starts it
+// again with the same command line: "strait-agent n2", "kubelet n1", ...
+func Restart(ctx context.Context, o Options, component, node string) error {
+	s, err := o.load()
+	if err != nil {
+		return err
+	}
+	name := component
+	if node != "" {
+		name += "-" + node
+	}
+	for i, p := range s.Processes {
+		if p.Name != name {
+			continue
+		}
+		if len(p.Argv) == 0 {
+			return fmt.Errorf("restart %s: its command line was not recorded (lab from an older strait-lab)", name)
+		}
+		if alive(p) {
+			_ = syscall.Kill(p.PID, syscall.SIGKILL)
+			for alive(p) && ctx.Err() == nil {
+				sleep(10)
+			}
+		}
+		s.Processes = append(s.Processes[:i], s.Processes[i+1:]...)
+		if err := o.recordDaemon(s, name, p.Netns, p.Argv, p.Env); err != nil {
+			return err
+		}
+		o.logf("restarted %s (pid %d -> %d)", name, p.PID, s.Processes[len(s.Processes)-1].PID)
+		return nil
+	}
+	return fmt.Errorf("restart: no lab process %s", name)
 }
 
 // logPath is where a component's output goes: logs/<name>.log, the name

@@ -289,6 +289,50 @@ func TestLabThreeNodes(t *testing.T) {
 	}
 	ping(podIPs["n2"][1])
 
+	// Agent kill -9 on both ends under continuous cross-node traffic: no
+	// packet lost (the kernel keeps forwarding; the restarted agents adopt
+	// the kernel state without flushing it).
+	pingDone := make(chan string, 1)
+	go func() {
+		out, _ := e.kubectl("exec", "p-n1", "--", "ping", "-c", "120", "-i", "0.05", "-W", "1", podIPs["n2"][0])
+		pingDone <- out
+	}()
+	time.Sleep(time.Second)
+	e.mustRun("restart", "strait-agent", "n1")
+	e.mustRun("restart", "strait-agent", "n2")
+	if out := <-pingDone; !strings.Contains(out, "120 packets transmitted, 120 packets received") {
+		t.Fatalf("packets lost across an agent kill -9:\n%s", out)
+	}
+
+	// Drift: a managed route, neighbour and FDB entry deleted by hand on n1
+	// come back within the resync period (5 s in the lab).
+	var n2Block string
+	for _, line := range strings.Split(e.mustKubectl("get", "ipamblocks", "-o", `jsonpath={range .items[*]}{.spec.node} {.spec.cidr}{"\n"}{end}`), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "n2" && strings.Contains(f[1], ".") {
+			n2Block = f[1]
+		}
+	}
+	var vtep struct{ MAC, TunnelAddr string }
+	ann := e.mustKubectl("get", "node", "n2", "-o", `jsonpath={.metadata.annotations.strait\.dev/vtep-v4}`)
+	if err := json.Unmarshal([]byte(ann), &vtep); err != nil || n2Block == "" {
+		t.Fatalf("n2 block %q, VTEP annotation %q: %v", n2Block, ann, err)
+	}
+	e.mustRun("exec", "n1", "--", "ip", "route", "del", n2Block)
+	e.mustRun("exec", "n1", "--", "ip", "neigh", "del", vtep.TunnelAddr, "dev", "strait.vxlan4")
+	e.mustRun("exec", "n1", "--", "bridge", "fdb", "del", vtep.MAC, "dev", "strait.vxlan4")
+	start = time.Now()
+	testutil.Eventually(t, 15*time.Second, 200*time.Millisecond, func() error {
+		routes := e.mustRun("exec", "n1", "--", "ip", "route", "show", n2Block)
+		neigh := e.mustRun("exec", "n1", "--", "ip", "neigh", "show", vtep.TunnelAddr, "dev", "strait.vxlan4")
+		fdb := e.mustRun("exec", "n1", "--", "bridge", "fdb", "show", "dev", "strait.vxlan4")
+		if !strings.Contains(routes, "strait.vxlan4") || !strings.Contains(neigh, vtep.MAC) || !strings.Contains(fdb, vtep.MAC) {
+			return fmt.Errorf("not restored yet: route %q neigh %q fdb %q", routes, neigh, fdb)
+		}
+		return nil
+	})
+	t.Logf("route, neighbour and FDB entry restored in %v", time.Since(start).Round(100*time.Millisecond))
+	ping(podIPs["n2"][0])
+
 	// NAT outgoing (on by default): the outside host sees the node's address.
 	if out, err := e.kubectl("exec", "p-n1", "--", "ping", "-c", "2", "-W", "2", "10.100.9.10"); err != nil {
 		t.Fatalf("pod -> outside host: %v\n%s", err, out)
