@@ -9,7 +9,7 @@ PLUGIN_PKGS := github.com/containernetworking/plugins/plugins/meta/portmap \
 	github.com/containernetworking/plugins/plugins/ipam/host-local
 TEST_FLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: all build tools deps k8s crds test test-unit lint bench lab lab-down clean
+.PHONY: all build tools deps k8s crds test test-unit lint bench lab lab-down clean fuzz
 
 all: build
 
@@ -33,7 +33,7 @@ k8s: build
 	$(BIN)/strait-lab k8s-binaries
 
 ## test: everything: lint, unit, privileged (root), integration (API server) and end-to-end (lab) tests
-test: build tools lint k8s
+test: build tools lint k8s fuzz
 	STRAIT_BIN=$(BIN) $(GO) test $(TEST_FLAGS) ./...
 
 ## test-unit: the tests that need no root
@@ -43,6 +43,12 @@ test-unit:
 ## crds: regenerate deploy/crds, deploy/strait.yaml and the deepcopy code from api/v1alpha1
 crds:
 	$(GO) run ./hack/crdgen
+
+## fuzz: bounded fuzzing of the IPFIX decoder and template cache (FUZZTIME per target; longer by hand)
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/flow/ipfix/
+	$(GO) test -run '^$$' -fuzz '^FuzzTemplateCache$$' -fuzztime $(FUZZTIME) ./internal/flow/ipfix/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

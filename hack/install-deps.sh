@@ -20,6 +20,12 @@ have curl       || need+=(curl)
 have nc.openbsd || need+=(netcat-openbsd)
 have dash       || need+=(dash)
 have ldd        || need+=(libc-bin)
+# Flow visibility tests: real IPFIX exporters (softflowd, pmacctd) and collectors (nfacctd, nfcapd, tshark).
+have softflowd  || need+=(softflowd)
+have nfacctd    || need+=(pmacct)
+have nfcapd     || need+=(nfdump)
+have tshark     || need+=(tshark)
+have tcpdump    || need+=(tcpdump)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "install-deps: need root to install: ${need[*]}" >&2; exit 1; fi
   echo "install-deps: installing ${need[*]}"

@@ -29,6 +29,8 @@ var rules = []struct {
 		"the CNI binary is a thin shim"},
 	{mod + "/api/", []string{"k8s.io/client-go", "github.com/vishvananda/netlink", mod + "/internal/"},
 		"API types depend on apimachinery only"},
+	{mod + "/internal/flow/ipfix", []string{"github.com/", "golang.org/x/", "k8s.io/", mod + "/internal/"},
+		"the IPFIX codec depends on the standard library only"},
 }
 
 func TestImportRules(t *testing.T) {
