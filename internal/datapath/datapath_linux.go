@@ -37,6 +37,12 @@ type Datapath struct {
 
 	// overlay is the in-memory state of the cluster overlay (overlay_*.go).
 	overlay overlayState
+
+	// nftMu serializes the writers of the nftables table inet NATTable;
+	// flowTracking says EnableFlowTracking was called, so SetNAT keeps its
+	// chain (nat_linux.go).
+	nftMu        sync.Mutex
+	flowTracking bool
 }
 
 // maxIdleHandles bounds the node handles kept open between operations.

@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -30,7 +31,7 @@ import (
 //
 // Applying the same cfg again leaves the same ruleset (connections already
 // masqueraded keep their conntrack mapping). With no Masquerade pools, the
-// table is removed.
+// table is removed (unless flow tracking keeps it, see EnableFlowTracking).
 func (d *Datapath) SetNAT(ctx context.Context, cfg NATConfig) error {
 	if err := d.setNAT(ctx, cfg); err != nil {
 		return fmt.Errorf("set nat (nftables table inet %s): %w", NATTable, err)
@@ -64,59 +65,150 @@ func (d *Datapath) setNAT(ctx context.Context, cfg NATConfig) error {
 		nodes[familyIndex(a)] = append(nodes[familyIndex(a)], netip.PrefixFrom(a, a.BitLen()))
 	}
 
+	return d.nftTransaction(func(c *nftables.Conn) error {
+		t := &nftables.Table{Name: NATTable, Family: nftables.TableFamilyINet}
+		// Adding first makes the deletion valid when the table does not exist.
+		c.AddTable(t)
+		c.DelTable(t)
+		if d.flowTracking {
+			c.AddTable(t)
+			addFlowTrackChain(c, t)
+		}
+		if len(masq[0])+len(masq[1]) > 0 {
+			c.AddTable(t)
+			chain := c.AddChain(&nftables.Chain{
+				Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
+				Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
+			})
+			for fi, f := range natFamilies() {
+				if len(masq[fi]) == 0 {
+					continue
+				}
+				var ids [3]uint32
+				for i, s := range []struct {
+					name  string
+					elems []netip.Prefix
+				}{{"masq" + f.suffix, masq[fi]}, {"pools" + f.suffix, pools[fi]}, {"nodes" + f.suffix, nodes[fi]}} {
+					// Explicit IDs: the library's own counter is a package global.
+					ids[i] = uint32(fi*3 + i + 1)
+					set := &nftables.Set{Table: t, ID: ids[i], Name: s.name, KeyType: f.keyType, Interval: true}
+					if err := c.AddSet(set, intervalElements(s.elems)); err != nil {
+						return fmt.Errorf("set %s: %w", s.name, err)
+					}
+				}
+				c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: []expr.Any{
+					&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.nfproto}},
+					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddr, Len: f.addrLen},
+					&expr.Lookup{SourceRegister: 1, SetName: "masq" + f.suffix, SetID: ids[0]},
+					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddr, Len: f.addrLen},
+					&expr.Lookup{SourceRegister: 1, SetName: "pools" + f.suffix, SetID: ids[1], Invert: true},
+					&expr.Lookup{SourceRegister: 1, SetName: "nodes" + f.suffix, SetID: ids[2], Invert: true},
+					&expr.Counter{},
+					&expr.Masq{FullyRandom: true},
+				}})
+			}
+		}
+		d.log.Debug("applying outgoing nat", "masquerade", cfg.Masquerade, "pools", cfg.AllPools, "node_addrs", len(cfg.NodeAddrs))
+		return nil
+	})
+}
+
+// nftTransaction runs build on an nftables connection at the node's
+// namespace, under nftMu, and commits what it queued as one transaction.
+func (d *Datapath) nftTransaction(build func(c *nftables.Conn) error) error {
 	d.life.RLock()
 	defer d.life.RUnlock()
 	if d.closed {
 		return errClosed
 	}
+	d.nftMu.Lock()
+	defer d.nftMu.Unlock()
 	c, err := nftables.New(nftables.WithNetNSFd(int(d.nodeNS.Fd())))
 	if err != nil {
 		return fmt.Errorf("open nftables connection: %w", err)
 	}
-	t := &nftables.Table{Name: NATTable, Family: nftables.TableFamilyINet}
-	// Adding first makes the deletion valid when the table does not exist.
-	c.AddTable(t)
-	c.DelTable(t)
-	if len(masq[0])+len(masq[1]) > 0 {
-		c.AddTable(t)
-		chain := c.AddChain(&nftables.Chain{
-			Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
-			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
-		})
-		for fi, f := range natFamilies() {
-			if len(masq[fi]) == 0 {
-				continue
-			}
-			var ids [3]uint32
-			for i, s := range []struct {
-				name  string
-				elems []netip.Prefix
-			}{{"masq" + f.suffix, masq[fi]}, {"pools" + f.suffix, pools[fi]}, {"nodes" + f.suffix, nodes[fi]}} {
-				// Explicit IDs: the library's own counter is a package global.
-				ids[i] = uint32(fi*3 + i + 1)
-				set := &nftables.Set{Table: t, ID: ids[i], Name: s.name, KeyType: f.keyType, Interval: true}
-				if err := c.AddSet(set, intervalElements(s.elems)); err != nil {
-					return fmt.Errorf("set %s: %w", s.name, err)
-				}
-			}
-			c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.nfproto}},
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddr, Len: f.addrLen},
-				&expr.Lookup{SourceRegister: 1, SetName: "masq" + f.suffix, SetID: ids[0]},
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddr, Len: f.addrLen},
-				&expr.Lookup{SourceRegister: 1, SetName: "pools" + f.suffix, SetID: ids[1], Invert: true},
-				&expr.Lookup{SourceRegister: 1, SetName: "nodes" + f.suffix, SetID: ids[2], Invert: true},
-				&expr.Counter{},
-				&expr.Masq{FullyRandom: true},
-			}})
-		}
+	if err := build(c); err != nil {
+		return err
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	d.log.Debug("applied outgoing nat", "masquerade", cfg.Masquerade, "pools", cfg.AllPools, "node_addrs", len(cfg.NodeAddrs))
 	return nil
+}
+
+// FlowTrackChain is the chain of table inet NATTable that makes conntrack
+// track the node's traffic for the flow exporter.
+const FlowTrackChain = "flowtrack"
+
+// flowTrackSysctls make conntrack entries carry packet and byte counters
+// (acct) and start/stop times (timestamp), and make every entry produce a
+// DESTROY event even when it was created before the listener subscribed
+// (events=1; the default 2 only does for entries created after).
+func flowTrackSysctls() []sysctl {
+	return []sysctl{
+		{path: "netfilter/nf_conntrack_acct", value: "1"},
+		{path: "netfilter/nf_conntrack_timestamp", value: "1"},
+		{path: "netfilter/nf_conntrack_events", value: "1"},
+	}
+}
+
+// EnableFlowTracking prepares the node's namespace for the conntrack-based
+// flow exporter. Nothing is tracked in a namespace until some rule uses
+// conntrack, so it adds, to table inet NATTable,
+//
+//	chain flowtrack {
+//	  type filter hook prerouting priority filter; policy accept;
+//	  ct state new counter
+//	}
+//
+// (the rule only counts; its existence is what enables tracking, also of
+// locally generated traffic), then sets the sysctls net.netfilter.
+// nf_conntrack_acct, nf_conntrack_timestamp and nf_conntrack_events to 1 (they
+// exist once conntrack is loaded). It is idempotent, and SetNAT keeps the
+// chain from then on.
+func (d *Datapath) EnableFlowTracking(ctx context.Context) error {
+	if err := d.enableFlowTracking(ctx); err != nil {
+		return fmt.Errorf("enable flow tracking (nftables table inet %s, conntrack sysctls): %w", NATTable, err)
+	}
+	return nil
+}
+
+func (d *Datapath) enableFlowTracking(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := d.nftTransaction(func(c *nftables.Conn) error {
+		addFlowTrackChain(c, c.AddTable(&nftables.Table{Name: NATTable, Family: nftables.TableFamilyINet}))
+		d.flowTracking = true // under nftMu; a failed commit leaves it set, which only re-adds the chain
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := d.inNode(func() error { return ensureSysctls(flowTrackSysctls()) }); err != nil {
+		return err
+	}
+	d.log.Debug("enabled flow tracking", "table", NATTable, "chain", FlowTrackChain)
+	return nil
+}
+
+// addFlowTrackChain queues the creation (or the emptying and refilling) of
+// the flow tracking chain of t.
+func addFlowTrackChain(c *nftables.Conn, t *nftables.Table) {
+	policy := nftables.ChainPolicyAccept
+	chain := c.AddChain(&nftables.Chain{
+		Name: FlowTrackChain, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityFilter, Policy: &policy,
+	})
+	c.FlushChain(chain)
+	c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Counter{},
+	}})
 }
 
 // natFamily describes the IPv4 or IPv6 half of the table.
