@@ -37,9 +37,14 @@
 //	 8  flowType                           unsigned8  1 intra-node, 2 inter-node, 3 to-external, 4 from-external
 //	 9  sourcePodLabels                    string     JSON object
 //	10  destinationPodLabels               string     JSON object
-//	11  tcpState                           string     conntrack TCP state (ESTABLISHED, TIME_WAIT, ...)
+//	11  tcpState                           unsigned8  conntrack TCP state: 0 none, 1 SYN_SENT, 2 SYN_RECV,
+//	                                                  3 ESTABLISHED, 4 FIN_WAIT, 5 CLOSE_WAIT, 6 LAST_ACK,
+//	                                                  7 TIME_WAIT, 8 CLOSE, 9 SYN_SENT2
 //	12  throughput                         unsigned64 bits/s, forward direction, over the last export interval
 //	13  reverseThroughput                  unsigned64 bits/s, reverse direction
+//	14  destinationServiceIPv4Address      ipv4Address the Service (ClusterIP) address the client used, before
+//	15  destinationServiceIPv6Address      ipv6Address DNAT; destinationIPv4/IPv6Address is the backend pod
+//	16  destinationServicePort             unsigned16 the Service port before DNAT
 //	20  octetTotalCountFromSourceNode      unsigned64 aggregate mode: the source node's view
 //	21  packetTotalCountFromSourceNode     unsigned64
 //	22  octetTotalCountFromDestinationNode unsigned64 aggregate mode: the destination node's view

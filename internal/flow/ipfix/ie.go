@@ -111,6 +111,9 @@ const (
 	IETCPState                                   uint16 = 11
 	IEThroughput                                 uint16 = 12
 	IEReverseThroughput                          uint16 = 13
+	IEDestinationServiceIPv4Address              uint16 = 14
+	IEDestinationServiceIPv6Address              uint16 = 15
+	IEDestinationServicePort                     uint16 = 16
 	IEOctetTotalCountFromSourceNode              uint16 = 20
 	IEPacketTotalCountFromSourceNode             uint16 = 21
 	IEOctetTotalCountFromDestinationNode         uint16 = 22
@@ -235,9 +238,12 @@ func straitElements() []InfoElement {
 		s(IEFlowType, "flowType", Unsigned8, 1),
 		s(IESourcePodLabels, "sourcePodLabels", String, VarLen),
 		s(IEDestinationPodLabels, "destinationPodLabels", String, VarLen),
-		s(IETCPState, "tcpState", String, VarLen),
+		s(IETCPState, "tcpState", Unsigned8, 1),
 		s(IEThroughput, "throughput", Unsigned64, 8),
 		s(IEReverseThroughput, "reverseThroughput", Unsigned64, 8),
+		s(IEDestinationServiceIPv4Address, "destinationServiceIPv4Address", IPv4Address, 4),
+		s(IEDestinationServiceIPv6Address, "destinationServiceIPv6Address", IPv6Address, 16),
+		s(IEDestinationServicePort, "destinationServicePort", Unsigned16, 2),
 		s(IEOctetTotalCountFromSourceNode, "octetTotalCountFromSourceNode", Unsigned64, 8),
 		s(IEPacketTotalCountFromSourceNode, "packetTotalCountFromSourceNode", Unsigned64, 8),
 		s(IEOctetTotalCountFromDestinationNode, "octetTotalCountFromDestinationNode", Unsigned64, 8),
