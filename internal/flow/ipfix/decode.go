@@ -202,48 +202,65 @@ func (d *Decoder) data(h *Header, t *Template, b []byte, base int, v Visitor, st
 		}
 		return nil // the rest (< one record) is padding
 	}
-	if cap(d.offs) < 2*len(t.Fields) {
-		d.offs = make([]uint16, 2*len(t.Fields))
-	}
-	offs := d.offs[:2*len(t.Fields)]
 	o := 0
 	for len(b)-o >= t.minLen {
-		start := o
-		p := o
-		for i, f := range t.Fields {
-			l := int(f.Length)
-			if l == VarLen {
-				if p >= len(b) {
-					return malformed("template %d field %d: variable length truncated", t.ID, i)
-				}
-				l = int(b[p])
-				p++
-				if l == 255 {
-					if len(b)-p < 2 {
-						return malformed("template %d field %d: long variable length truncated", t.ID, i)
-					}
-					l = int(binary.BigEndian.Uint16(b[p:]))
-					p += 2
-				}
+		offs, n, err := t.Offsets(b[o:], d.offs)
+		d.offs = offs
+		if err != nil {
+			if allZero(b[o:]) {
+				return nil // padding
 			}
-			if len(b)-p < l {
-				if i == 0 && allZero(b[start:]) {
-					return nil // padding
-				}
-				return malformed("template %d field %d: %d bytes, %d left", t.ID, i, l, len(b)-p)
-			}
-			offs[2*i] = uint16(p - start)
-			p += l
-			offs[2*i+1] = uint16(p - start)
+			return err
 		}
 		r.offs = offs
-		r.Data = b[start:p:p]
-		r.SetOffset = base + start
+		r.Data = b[o : o+n : o+n]
+		r.SetOffset = base + o
 		st.Records++
 		v.Record(h, r)
-		o = p
+		o += n
 	}
 	return nil
+}
+
+// Offsets splits the record at the start of b into fields: it returns the start and end of every field's value
+// (2 entries per field, relative to b, reusing offs) and the record's length.
+func (t *Template) Offsets(b []byte, offs []uint16) ([]uint16, int, error) {
+	if cap(offs) < 2*len(t.Fields) {
+		offs = make([]uint16, 2*len(t.Fields))
+	}
+	offs = offs[:2*len(t.Fields)]
+	if t.fixedLen > 0 {
+		if len(b) < t.fixedLen {
+			return offs, 0, malformed("template %d: record of %d bytes needs %d", t.ID, len(b), t.fixedLen)
+		}
+		copy(offs, t.offs)
+		return offs, t.fixedLen, nil
+	}
+	p := 0
+	for i, f := range t.Fields {
+		l := int(f.Length)
+		if l == VarLen {
+			if p >= len(b) {
+				return offs, 0, malformed("template %d field %d: variable length truncated", t.ID, i)
+			}
+			l = int(b[p])
+			p++
+			if l == 255 {
+				if len(b)-p < 2 {
+					return offs, 0, malformed("template %d field %d: long variable length truncated", t.ID, i)
+				}
+				l = int(binary.BigEndian.Uint16(b[p:]))
+				p += 2
+			}
+		}
+		if len(b)-p < l {
+			return offs, 0, malformed("template %d field %d: %d bytes, %d left", t.ID, i, l, len(b)-p)
+		}
+		offs[2*i] = uint16(p)
+		p += l
+		offs[2*i+1] = uint16(p)
+	}
+	return offs, p, nil
 }
 
 func allZero(b []byte) bool {

@@ -26,8 +26,9 @@ type Encoder struct {
 	seq    map[uint32]uint32
 	// Now returns the export time; tests may replace it. Defaults to time.Now.
 	Now func() time.Time
-	// Messages and Bytes count what was written.
-	Messages, Bytes uint64
+	// Messages, Bytes and Records count what was written; LostRecords counts data records of messages whose
+	// Write failed.
+	Messages, Bytes, Records, LostRecords uint64
 }
 
 // NewEncoder returns an encoder writing messages of at most maxLen bytes (<= 65535; use ~1400 for UDP).
@@ -162,14 +163,17 @@ func (e *Encoder) Flush() error {
 	binary.BigEndian.PutUint32(b[8:], e.seq[e.domain])
 	binary.BigEndian.PutUint32(b[12:], e.domain)
 	e.seq[e.domain] += e.nrec
+	n := e.nrec
 	e.open = false
 	e.buf = e.buf[:0]
 	e.nrec = 0
 	if _, err := e.w.Write(b); err != nil {
+		e.LostRecords += uint64(n)
 		return fmt.Errorf("write IPFIX message: %w", err)
 	}
 	e.Messages++
 	e.Bytes += uint64(len(b))
+	e.Records += uint64(n)
 	return nil
 }
 
