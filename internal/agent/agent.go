@@ -34,9 +34,10 @@ type Deps struct {
 
 // Agent is one node's agent.
 type Agent struct {
-	cfg  *Config
-	deps Deps
-	log  *slog.Logger
+	cfg     *Config
+	deps    Deps
+	log     *slog.Logger
+	metrics *metrics
 
 	mu    sync.RWMutex
 	alloc Allocator
@@ -64,7 +65,7 @@ func New(cfg *Config, deps Deps) (*Agent, error) {
 	if deps.StoreRetry == 0 {
 		deps.StoreRetry = time.Second
 	}
-	return &Agent{cfg: cfg, deps: deps, log: deps.Logger, notReady: errors.New("starting")}, nil
+	return &Agent{cfg: cfg, deps: deps, log: deps.Logger, notReady: errors.New("starting"), metrics: newMetrics()}, nil
 }
 
 func (a *Agent) ready() error {
@@ -102,8 +103,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if a.cfg.HealthAddr != "" && a.cfg.HealthAddr != "off" {
+		if err := a.serveHealth(ctx, a.cfg.HealthAddr); err != nil {
+			return err
+		}
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/cni/", cni.NewServer(h, a.log))
+	mux.Handle("/cni/", cni.NewServer(h, a.log, a.metrics.observeCNI))
 	a.registerAPI(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)

@@ -34,6 +34,11 @@ type clusterController struct {
 	blocks *blocks.Manager
 	topo   *topology
 	podMTU int
+	// metrics may be nil (tests).
+	metrics *metrics
+	// allocReport writes block usage into IPAMBlock status (blocks mode,
+	// made on the first resync).
+	allocReport *blocks.AllocationReporter
 
 	dirtyMu sync.Mutex
 	dirty   map[string]bool // node names; "*" = everything
@@ -70,8 +75,14 @@ func (cc *clusterController) claimMore(ctx context.Context) error {
 		}
 		b, err := cc.blocks.Claim(ctx, fam)
 		if err != nil {
+			if cc.metrics != nil {
+				cc.metrics.blockClaimErrs.Inc()
+			}
 			errs = append(errs, err)
 			continue
+		}
+		if cc.metrics != nil {
+			cc.metrics.blockClaims.Inc()
 		}
 		cc.log.Info("claimed another block", "block", b.CIDR.String(), "pool", b.Pool)
 		if err := cc.alloc.AddPool(b.CIDR); err != nil {
@@ -407,10 +418,15 @@ func (cc *clusterController) applyPeer(ctx context.Context, name string) error {
 	p, ok := peers[name]
 	var stats datapath.OpStats
 	var err error
+	start := time.Now()
 	if ok {
 		stats, err = cc.dp.SetPeer(ctx, p)
 	} else {
 		stats, err = cc.dp.DeletePeer(ctx, name)
+	}
+	if cc.metrics != nil {
+		cc.metrics.reconcile.WithLabelValues("peer").Observe(time.Since(start).Seconds())
+		cc.metrics.observeOps(stats)
 	}
 	if err == nil && stats.Total() > 0 {
 		cc.log.Info("peer updated", "node", name, "ops", stats.Total(), "routes", len(p.Routes))
@@ -427,7 +443,13 @@ func (cc *clusterController) resync(ctx context.Context) error {
 		list = append(list, p)
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+	start := time.Now()
 	stats, repaired, err := cc.dp.Resync(ctx, list)
+	if cc.metrics != nil {
+		cc.metrics.reconcile.WithLabelValues("resync").Observe(time.Since(start).Seconds())
+		cc.metrics.observeOps(stats)
+		cc.metrics.driftRepaired.Add(float64(len(repaired)))
+	}
 	if err != nil {
 		return err
 	}
@@ -440,6 +462,7 @@ func (cc *clusterController) resync(ctx context.Context) error {
 	for _, s := range skips {
 		cc.log.Debug("route not installed", "block", s.Block.String(), "node", s.Node, "reason", s.Reason)
 	}
+	cc.reportAllocations(ctx)
 	return cc.dp.SetNAT(ctx, cc.natConfig())
 }
 

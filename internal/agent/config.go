@@ -41,6 +41,9 @@ type Config struct {
 	SocketPath string `json:"socketPath,omitempty"`
 	// StateDir holds the crash-safe IPAM store.
 	StateDir string `json:"stateDir,omitempty"`
+	// HealthAddr serves /healthz, /readyz and /metrics (default
+	// 127.0.0.1:9099; "off" disables it).
+	HealthAddr string `json:"healthAddr,omitempty"`
 	// LogLevel: debug, info, warn, error.
 	LogLevel string `json:"logLevel,omitempty"`
 	// CNI describes the conflist the agent installs once it is ready.
@@ -147,6 +150,9 @@ func (c *Config) Default() error {
 	}
 	if c.SocketPath == "" {
 		c.SocketPath = DefaultSocketPath
+	}
+	if c.HealthAddr == "" {
+		c.HealthAddr = "127.0.0.1:9099"
 	}
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir

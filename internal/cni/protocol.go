@@ -65,8 +65,13 @@ type Handler interface {
 // requestPath is the single endpoint on the agent's CNI socket.
 const requestPath = "/cni/v1"
 
+// Observer is told about every request served: its command, whether it
+// failed, and how long it took (metrics).
+type Observer func(command string, failed bool, d time.Duration)
+
 // NewServer returns the HTTP handler the agent serves on its unix socket.
-func NewServer(h Handler, log *slog.Logger) http.Handler {
+// Observers are optional.
+func NewServer(h Handler, log *slog.Logger, observers ...Observer) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -89,6 +94,9 @@ func NewServer(h Handler, log *slog.Logger) http.Handler {
 			}
 			log.Log(r.Context(), lvl, "cni request", "command", req.Command, "containerID", req.ContainerID,
 				"ifName", req.IfName, "duration", time.Since(start), "error", errText(resp.Error))
+			for _, o := range observers {
+				o(req.Command, resp.Error != nil, time.Since(start))
+			}
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(&resp)
