@@ -1,7 +1,9 @@
 // Package v1alpha1 is Strait's configuration API, group strait.dev, version
 // v1alpha1: IPPools (the address ranges pods get addresses from) and
 // IPAMBlocks (one per block a node claimed from a pool), plus the Node
-// annotations through which agents publish their VXLAN endpoints.
+// annotations through which agents publish their VXLAN endpoints; BGP
+// (BGPConfiguration, BGPPeer, and BGPNodeStatus which agents write) and
+// LoadBalancerIPPools, from which Services of type LoadBalancer get addresses.
 //
 // The types are the source of the CRDs in deploy/crds: after changing them
 // run `go run ./hack/crdgen` from the repository root, which regenerates the

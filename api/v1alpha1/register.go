@@ -22,8 +22,9 @@ func Resource(resource string) schema.GroupResource {
 	return SchemeGroupVersion.WithResource(resource).GroupResource()
 }
 
-// AddToScheme registers IPPool, IPAMBlock and their lists with s, and their
-// defaulting functions (run by s.Default).
+// AddToScheme registers the kinds of this API (IPPool, IPAMBlock,
+// BGPConfiguration, BGPPeer, BGPNodeStatus, LoadBalancerIPPool) and their
+// lists with s, and the defaulting functions (run by s.Default).
 func AddToScheme(s *runtime.Scheme) error {
 	b := runtime.NewSchemeBuilder(addKnownTypes, addDefaultingFuncs)
 	return b.AddToScheme(s)
@@ -33,6 +34,10 @@ func addKnownTypes(s *runtime.Scheme) error {
 	s.AddKnownTypes(SchemeGroupVersion,
 		&IPPool{}, &IPPoolList{},
 		&IPAMBlock{}, &IPAMBlockList{},
+		&BGPConfiguration{}, &BGPConfigurationList{},
+		&BGPPeer{}, &BGPPeerList{},
+		&BGPNodeStatus{}, &BGPNodeStatusList{},
+		&LoadBalancerIPPool{}, &LoadBalancerIPPoolList{},
 	)
 	metav1.AddToGroupVersion(s, SchemeGroupVersion)
 	return nil

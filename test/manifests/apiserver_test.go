@@ -63,6 +63,10 @@ func TestAgainstAPIServer(t *testing.T) {
 	t.Run("IPPool updates", s.testIPPoolUpdates)
 	t.Run("IPAMBlock", s.testIPAMBlock)
 	t.Run("IPAMBlock claim race", s.testClaimRace)
+	t.Run("BGPPeer", s.testBGPPeer)
+	t.Run("BGPConfiguration", s.testBGPConfiguration)
+	t.Run("BGPNodeStatus", s.testBGPNodeStatus)
+	t.Run("LoadBalancerIPPool", s.testLoadBalancerIPPool)
 	t.Run("RBAC", s.testRBAC)
 }
 
@@ -86,7 +90,8 @@ func (s *apiServer) testApply(t *testing.T) {
 		t.Fatalf("apply the CRDs and the Namespace: %v\n%s", err, out)
 	}
 	if out, err := s.kubectl(t, "wait", "--for=condition=Established", "--timeout=30s",
-		"crd/ippools.strait.dev", "crd/ipamblocks.strait.dev"); err != nil {
+		"crd/ippools.strait.dev", "crd/ipamblocks.strait.dev", "crd/bgpconfigurations.strait.dev", "crd/bgppeers.strait.dev",
+		"crd/bgpnodestatuses.strait.dev", "crd/loadbalancerippools.strait.dev"); err != nil {
 		t.Fatalf("CRDs not established: %v\n%s", err, out)
 	}
 	for _, args := range [][]string{

@@ -81,7 +81,7 @@ func TestInstallManifestContents(t *testing.T) {
 	// The CRDs come first, exactly as in deploy/crds.
 	root := repoRoot(t)
 	files, _ := filepath.Glob(filepath.Join(root, crdDir, "*.yaml"))
-	if len(files) != 2 || len(o.crds) != len(files) {
+	if len(files) != 6 || len(o.crds) != len(files) {
 		t.Fatalf("%d CRD files, %d CRDs in %s", len(files), len(o.crds), installFile)
 	}
 	for i, d := range o.docs[:len(o.crds)] {
@@ -174,11 +174,18 @@ func TestClusterRoleIsLeastPrivilege(t *testing.T) {
 		"strait.dev ipamblocks/status update",
 		" events create,patch",
 		"events.k8s.io events create,patch",
+		"strait.dev bgpconfigurations get,list,watch",
+		"strait.dev bgppeers get,list,watch",
+		"strait.dev bgpnodestatuses get,list,watch,create",
+		"strait.dev bgpnodestatuses/status update",
+		"strait.dev loadbalancerippools get,list,watch",
+		"strait.dev loadbalancerippools/status update",
+		" services/status update,patch",
 	)
 	if got := flatten(o.clusterRole.Rules); !reflect.DeepEqual(got, cluster) {
 		t.Errorf("ClusterRole grants\n%v\nwant\n%v", got, cluster)
 	}
-	if got, w := flatten(o.role.Rules), want("coordination.k8s.io leases get,create,update"); !reflect.DeepEqual(got, w) {
+	if got, w := flatten(o.role.Rules), want("coordination.k8s.io leases get,create,update", " secrets get,list,watch"); !reflect.DeepEqual(got, w) {
 		t.Errorf("Role grants %v, want %v", got, w)
 	}
 }
