@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/strait-net/strait/internal/flow/flowrec"
 )
 
 // benchRecords fills n distinct inter-node connections between 2,000 pods
@@ -13,7 +15,7 @@ import (
 func benchRecord(i int, side Side, r *Record) {
 	src, dst := i%2000, (i/2000+i)%2000
 	*r = Record{
-		Side: side, FlowType: FlowTypeInterNode,
+		Side: side, FlowType: flowrec.FlowTypeInterNode,
 		Conn: Conn{
 			Src:     netip.AddrFrom4([4]byte{10, 244, byte(src >> 8), byte(src)}),
 			Dst:     netip.AddrFrom4([4]byte{10, 245, byte(dst >> 8), byte(dst)}),

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/strait-net/strait/internal/flow/flowrec"
 )
 
 var t0 = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
@@ -15,7 +17,7 @@ func at(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Seco
 // base is a TCP connection from pod web-1 on n1 to pod db-0 on n2.
 func base(side Side) Record {
 	return Record{
-		Side: side, FlowType: FlowTypeInterNode,
+		Side: side, FlowType: flowrec.FlowTypeInterNode,
 		Conn:  Conn{Src: netip.MustParseAddr("10.244.1.5"), Dst: netip.MustParseAddr("10.244.2.7"), SrcPort: 40000, DstPort: 5432, Proto: 6},
 		Start: at(0), End: at(2), TCPState: 3,
 		Counters: Counters{Packets: 10, Bytes: 1000, ReversePackets: 8, ReverseBytes: 4000},
@@ -176,10 +178,10 @@ func TestTable(t *testing.T) {
 			name: "intra-node: one record is the whole story",
 			steps: []step{
 				add(srcRec(ended(1), func(r *Record) {
-					r.FlowType, r.DstPod, r.DstNamespace, r.DstNode, r.DstLabels = FlowTypeIntraNode, "db-0", "data", "n1", "app=db"
+					r.FlowType, r.DstPod, r.DstNamespace, r.DstNode, r.DstLabels = flowrec.FlowTypeIntraNode, "db-0", "data", "n1", "app=db"
 				})),
 				expireAt(1.5, 1, reason(EndReasonEnd), func(t *testing.T, f *Flow) {
-					if !f.Correlated || f.FlowType != FlowTypeIntraNode || f.DstPod != "db-0" {
+					if !f.Correlated || f.FlowType != flowrec.FlowTypeIntraNode || f.DstPod != "db-0" {
 						t.Errorf("%+v", f)
 					}
 				}),
@@ -189,7 +191,7 @@ func TestTable(t *testing.T) {
 			name: "to-external: the source side is enough",
 			steps: []step{
 				add(srcRec(ended(1), func(r *Record) {
-					r.FlowType, r.Dst, r.DstNode = FlowTypeToExternal, netip.MustParseAddr("203.0.113.9"), ""
+					r.FlowType, r.Dst, r.DstNode = flowrec.FlowTypeToExternal, netip.MustParseAddr("203.0.113.9"), ""
 				})),
 				expireAt(1.5, 1, func(t *testing.T, f *Flow) {
 					if !f.Correlated || f.Seen[DestinationSide] {

@@ -25,6 +25,8 @@ package correlate
 import (
 	"net/netip"
 	"time"
+
+	"github.com/strait-net/strait/internal/flow/flowrec"
 )
 
 // Side says which node exported a record.
@@ -45,31 +47,8 @@ func (s Side) String() string {
 	return "destination"
 }
 
-// FlowType classifies a connection (the values of Antrea's flowType IE).
-type FlowType uint8
-
-// Flow types.
-const (
-	FlowTypeUnknown      FlowType = 0
-	FlowTypeIntraNode    FlowType = 1
-	FlowTypeInterNode    FlowType = 2
-	FlowTypeToExternal   FlowType = 3
-	FlowTypeFromExternal FlowType = 4
-)
-
-func (t FlowType) String() string {
-	switch t {
-	case FlowTypeIntraNode:
-		return "intra-node"
-	case FlowTypeInterNode:
-		return "inter-node"
-	case FlowTypeToExternal:
-		return "to-external"
-	case FlowTypeFromExternal:
-		return "from-external"
-	}
-	return "unknown"
-}
+// FlowType classifies a connection (intra-node, inter-node, ...).
+type FlowType = flowrec.FlowType
 
 // EndReason values of IANA IE 136 (flowEndReason) used here.
 const (

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/strait-net/strait/internal/flow/flowrec"
 )
 
 // conn is one live connection: 232 bytes, no pointers (the GC never scans
@@ -112,7 +114,7 @@ func (t *Table) Add(r *Record) bool {
 	sc := &c.side[r.Side]
 	sc.Packets, sc.Bytes = max(sc.Packets, r.Counters.Packets), max(sc.Bytes, r.Counters.Bytes)
 	sc.ReversePackets, sc.ReverseBytes = max(sc.ReversePackets, r.Counters.ReversePackets), max(sc.ReverseBytes, r.Counters.ReverseBytes)
-	if r.FlowType != FlowTypeUnknown && (c.flowType == FlowTypeUnknown || r.Side == SourceSide) {
+	if r.FlowType != flowrec.FlowTypeUnknown && (c.flowType == flowrec.FlowTypeUnknown || r.Side == SourceSide) {
 		c.flowType = r.FlowType
 	}
 	if r.TCPState != 0 {
@@ -162,11 +164,11 @@ func (t *Table) release(c *conn) {
 // expected are the sides that report a connection of this type.
 func expected(ft FlowType) uint8 {
 	switch ft {
-	case FlowTypeInterNode:
+	case flowrec.FlowTypeInterNode:
 		return 3
-	case FlowTypeToExternal:
+	case flowrec.FlowTypeToExternal:
 		return 1 << SourceSide
-	case FlowTypeFromExternal:
+	case flowrec.FlowTypeFromExternal:
 		return 1 << DestinationSide
 	}
 	return 0 // any one side
