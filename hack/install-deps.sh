@@ -26,10 +26,21 @@ have nfacctd    || need+=(pmacct)
 have nfcapd     || need+=(nfdump)
 have tshark     || need+=(tshark)
 have tcpdump    || need+=(tcpdump)
+# BGP peers for internal/bgp tests and the lab router.
+have vtysh      || need+=(frr)
+have birdc      || need+=(bird2)
+have gobgpd     || need+=(gobgpd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "install-deps: need root to install: ${need[*]}" >&2; exit 1; fi
   echo "install-deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# GoBGP v4 CLI: Debian's gobgp (3.x) speaks the v3 gRPC API (apipb.GobgpApi),
+# which Strait's embedded GoBGP v4 (api.GoBgpService) does not serve.
+GOBGP4=/usr/local/lib/strait-gobgp-v4.8.0
+if [ ! -x "$GOBGP4/gobgp" ] && command -v go >/dev/null 2>&1; then
+  echo "install-deps: building the GoBGP v4.8.0 CLI into $GOBGP4"
+  GOBIN="$GOBGP4" GOFLAGS=-mod=mod go install github.com/osrg/gobgp/v4/cmd/gobgp@v4.8.0
 fi
