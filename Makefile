@@ -56,7 +56,7 @@ lint:
 
 ## bench: benchmarks against the reference plugins (see docs/benchmarks.md)
 bench: build tools
-	STRAIT_BIN=$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 30m ./test/integration/
+	STRAIT_BIN=$(BIN) $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count=1 -timeout 60m ./internal/datapath/ ./test/integration/
 
 ## lab: bring up the 3-node Kubernetes lab (see README)
 lab: deps build tools

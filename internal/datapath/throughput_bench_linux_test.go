@@ -1,0 +1,405 @@
+package datapath
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/strait-net/strait/internal/testutil"
+)
+
+// Throughput benchmark (issue 4): iperf3 TCP through Strait's datapath, wired
+// by the same calls the agent makes (EnsureHost, EnsureVTEPs, SetupPod,
+// SetPeer, SetNAT), against the plain kernel path it rides on, in fresh
+// namespaces. Baseline and Strait runs alternate within every round; the
+// result is the median of the per-round ratios.
+//
+// STRAIT_BENCH_ROUNDS (default 7) and STRAIT_BENCH_SECONDS (default 3, plus
+// one omitted warm-up second) size the run.
+
+const (
+	tpPool    = "10.244.0.0/16"
+	tpPodMTU  = 1450 // what the agent hands pods on a 1500-byte underlay (VXLAN over IPv4)
+	tpNode1IP = "198.51.100.1"
+	tpNode2IP = "198.51.100.2"
+)
+
+// tpPrio runs argv ahead of the machine's other work (builds, other tests),
+// for the baseline and Strait alike: on a shared 2-CPU machine the figures
+// otherwise measure the scheduler. With autogroup scheduling, nice only
+// ranks processes within their session, so argv gets a session (autogroup)
+// of its own, at nice -20.
+func tpPrio(argv ...string) []string {
+	return append([]string{"setsid", "sh", "-c", `echo -20 > /proc/self/autogroup && exec nice -n -20 "$@"`, "sh"}, argv...)
+}
+
+// tpPath is one measured direction: an iperf3 client namespace and the
+// address of a server running in another.
+type tpPath struct {
+	client *testutil.NS
+	server string
+}
+
+// tpCase is a Strait path, the kernel baseline it is held against, and the
+// same path built by hand with ip commands and nothing else (no nftables
+// table, so no conntrack; default rp_filter; pods at MTU 1500 unless the
+// path is VXLAN): the kernel's own cost of the route Strait takes.
+type tpCase struct {
+	name                 string
+	base, kernel, strait tpPath
+	target               float64
+	baseName, desc       string
+	// check verifies after the rounds that the traffic took the intended
+	// path (nil: nothing to check).
+	check func(b *testing.B)
+}
+
+// Indexes of a case's paths.
+const (
+	tpBase = iota
+	tpKernel
+	tpStrait
+)
+
+func BenchmarkThroughput(b *testing.B) {
+	testutil.RequireRoot(b)
+	rounds := envInt(b, "STRAIT_BENCH_ROUNDS", 7)
+	secs := envInt(b, "STRAIT_BENCH_SECONDS", 3)
+	nodeToNode := plainNodes(b)
+	cases := []tpCase{
+		sameNodeCase(b),
+		crossNodeCase(b, true, nodeToNode),
+		crossNodeCase(b, false, nodeToNode),
+	}
+	// ratios[i][k]: per-round ratios of case i's path k to its baseline.
+	ratios := make([][3][]float64, len(cases))
+	gbps := make([][3][]float64, len(cases))
+	for r := 0; r < rounds; r++ {
+		for i, c := range cases {
+			paths := [3]tpPath{c.base, c.kernel, c.strait}
+			var got [3]float64
+			for j := range 3 { // rotate the order from round to round
+				k := (j + r) % 3
+				got[k] = iperf(b, paths[k], secs)
+				gbps[i][k] = append(gbps[i][k], got[k])
+			}
+			for k := range 3 {
+				ratios[i][k] = append(ratios[i][k], got[k]/got[tpBase])
+			}
+			fmt.Printf("round %d %-10s base %5.1f  kernel %5.1f  strait %5.1f Gbit/s  strait/base %.2f  kernel/base %.2f\n",
+				r+1, c.name, got[tpBase], got[tpKernel], got[tpStrait], got[tpStrait]/got[tpBase], got[tpKernel]/got[tpBase])
+		}
+	}
+	var table strings.Builder
+	fmt.Fprintf(&table, "\n| path | baseline | Gbit/s: baseline / kernel / Strait | kernel / baseline | **Strait / baseline** (min-max) | Strait / kernel | target |\n|---|---|---|---|---|---|---|\n")
+	for i, c := range cases {
+		if c.check != nil {
+			c.check(b)
+		}
+		sk := make([]float64, rounds)
+		for r := range sk {
+			sk[r] = ratios[i][tpStrait][r] / ratios[i][tpKernel][r]
+		}
+		m := median(ratios[i][tpStrait])
+		fmt.Fprintf(&table, "| %s | %s | %.1f / %.1f / %.1f | %.2f | **%.2f** (%.2f-%.2f) | %.2f | >= %.2f |\n", c.desc, c.baseName,
+			median(gbps[i][tpBase]), median(gbps[i][tpKernel]), median(gbps[i][tpStrait]), median(ratios[i][tpKernel]),
+			m, slices.Min(ratios[i][tpStrait]), slices.Max(ratios[i][tpStrait]), median(sk), c.target)
+		b.ReportMetric(m, c.name+"-ratio")
+		b.ReportMetric(median(ratios[i][tpKernel]), c.name+"-kernel-ratio")
+		b.ReportMetric(median(gbps[i][tpStrait]), c.name+"-Gbit/s")
+	}
+	fmt.Printf("iperf3 TCP, 1 stream, %d interleaved rounds of %d s, medians of per-round ratios:%s", rounds, secs, table.String())
+}
+
+// sameNodeCase: two pods on one node (routed through the node's namespace)
+// against a veth pair between two namespaces.
+func sameNodeCase(b *testing.B) tpCase {
+	a, z := testutil.NewNS(b), testutil.NewNS(b)
+	a.MustRun(b, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", z.Name)
+	a.MustRun(b, "ip", "addr", "add", "203.0.113.1/24", "dev", "eth0")
+	z.MustRun(b, "ip", "addr", "add", "203.0.113.2/24", "dev", "eth0")
+	a.MustRun(b, "ip", "link", "set", "eth0", "up")
+	z.MustRun(b, "ip", "link", "set", "eth0", "up")
+	startIperfServer(b, z)
+
+	_, dp := tpNode(b, "tp-node")
+	setNATAsAgent(b, dp, nil)
+	p1 := tpPod(b, dp, "10.244.1.2")
+	p2 := tpPod(b, dp, "10.244.1.3")
+	startIperfServer(b, p2)
+
+	hand := handNode(b)
+	h1 := handPod(b, hand, "hpod1", "10.244.1.2", 1500)
+	h2 := handPod(b, hand, "hpod2", "10.244.1.3", 1500)
+	startIperfServer(b, h2)
+	return tpCase{
+		name: "same-node", desc: "pod -> pod, same node", baseName: "veth pair", target: 0.95,
+		base:   tpPath{client: a, server: "203.0.113.2"},
+		kernel: tpPath{client: h1, server: "10.244.1.3"},
+		strait: tpPath{client: p1, server: "10.244.1.3"},
+	}
+}
+
+// handNode is a node namespace with IPv4 forwarding on and nothing else.
+func handNode(b *testing.B) *testutil.NS {
+	n := testutil.NewNS(b)
+	n.MustRun(b, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	return n
+}
+
+// handPod is a routed pod built with ip commands only: the pod's /32 and a
+// default route via 169.254.1.1 with a permanent neighbour entry, a /32
+// route on the node.
+func handPod(b *testing.B, node *testutil.NS, hostIf, addr string, mtu int) *testutil.NS {
+	pod := testutil.NewNS(b)
+	m := strconv.Itoa(mtu)
+	node.MustRun(b, "ip", "link", "add", hostIf, "mtu", m, "address", "ee:ee:ee:ee:ee:ee", "type", "veth", "peer", "name", "eth0", "mtu", m, "netns", pod.Name)
+	node.MustRun(b, "ip", "link", "set", hostIf, "up")
+	node.MustRun(b, "ip", "route", "add", addr+"/32", "dev", hostIf)
+	pod.MustRun(b, "ip", "addr", "add", addr+"/32", "dev", "eth0")
+	pod.MustRun(b, "ip", "link", "set", "eth0", "up")
+	pod.MustRun(b, "ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
+	pod.MustRun(b, "ip", "neigh", "add", "169.254.1.1", "lladdr", "ee:ee:ee:ee:ee:ee", "dev", "eth0", "nud", "permanent")
+	pod.MustRun(b, "ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
+	return pod
+}
+
+// handCross is crossNodeCase's path built with ip commands only: two nodes
+// on a bridge, a pod on each, the remote block routed natively or through
+// a VXLAN device with the same settings as Strait's (learning off, kernel
+// defaults otherwise). It returns pod1 -> pod2.
+func handCross(b *testing.B, encap bool) tpPath {
+	br := tpBridge(b)
+	var nodes [2]*testutil.NS
+	ips := []string{tpNode1IP, tpNode2IP}
+	blocks := []string{"10.244.1.0/26", "10.244.2.0/26"}
+	tunnels := []string{"10.244.1.0", "10.244.2.0"}
+	macs := []string{"02:00:00:00:00:01", "02:00:00:00:00:02"}
+	mtu := 1500
+	if encap {
+		mtu = tpPodMTU
+	}
+	var pods [2]*testutil.NS
+	for i := range nodes {
+		nodes[i] = handNode(b)
+		tpUplink(b, nodes[i], br, i, ips[i])
+		if encap {
+			nodes[i].MustRun(b, "ip", "link", "add", "vx", "address", macs[i], "type", "vxlan", "id", "4096", "local", ips[i], "dstport", "4789", "nolearning")
+			nodes[i].MustRun(b, "ip", "addr", "add", tunnels[i]+"/32", "dev", "vx")
+			nodes[i].MustRun(b, "ip", "link", "set", "vx", "up")
+		}
+		pods[i] = handPod(b, nodes[i], "hpod", fmt.Sprintf("10.244.%d.2", i+1), mtu)
+	}
+	for i, n := range nodes {
+		j := 1 - i
+		if encap {
+			n.MustRun(b, "bridge", "fdb", "append", macs[j], "dev", "vx", "dst", ips[j], "self", "permanent")
+			n.MustRun(b, "ip", "neigh", "add", tunnels[j], "lladdr", macs[j], "dev", "vx", "nud", "permanent")
+			n.MustRun(b, "ip", "route", "add", blocks[j], "via", tunnels[j], "dev", "vx", "onlink")
+		} else {
+			n.MustRun(b, "ip", "route", "add", blocks[j], "via", ips[j], "dev", "eth0")
+		}
+	}
+	startIperfServer(b, pods[1])
+	return tpPath{client: pods[0], server: "10.244.2.2"}
+}
+
+// plainNodes is the kernel baseline of the cross-node cases: two plain
+// namespaces joined through a bridge in a third exactly as crossNodeCase
+// joins its nodes, with nothing of Strait in them (no routes, no nftables
+// table, so no conntrack). It returns the path node1 -> node2.
+func plainNodes(b *testing.B) tpPath {
+	br := tpBridge(b)
+	var nodes [2]*testutil.NS
+	for i, ip := range []string{tpNode1IP, tpNode2IP} {
+		nodes[i] = testutil.NewNS(b)
+		tpUplink(b, nodes[i], br, i, ip)
+	}
+	startIperfServer(b, nodes[1])
+	return tpPath{client: nodes[0], server: tpNode2IP}
+}
+
+// tpBridge is a namespace with a bridge br0.
+func tpBridge(b *testing.B) *testutil.NS {
+	br := testutil.NewNS(b)
+	br.MustRun(b, "ip", "link", "add", "br0", "type", "bridge")
+	br.MustRun(b, "ip", "link", "set", "br0", "up")
+	return br
+}
+
+// tpUplink gives node an eth0 with ip/24 whose peer is port i of br0.
+func tpUplink(b *testing.B, node, br *testutil.NS, i int, ip string) {
+	port := fmt.Sprintf("port%d", i)
+	node.MustRun(b, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", br.Name)
+	br.MustRun(b, "ip", "link", "set", port, "master", "br0")
+	br.MustRun(b, "ip", "link", "set", port, "up")
+	node.MustRun(b, "ip", "addr", "add", ip+"/24", "dev", "eth0")
+	node.MustRun(b, "ip", "link", "set", "eth0", "up")
+}
+
+// crossNodeCase: two nodes joined through a bridge in a third namespace,
+// one pod on each; the remote pod block is routed through VXLAN (encap) or
+// natively via the other node's address (CrossSubnet, same subnet). The
+// baseline is node -> node over the same kind of links (plainNodes).
+func crossNodeCase(b *testing.B, encap bool, base tpPath) tpCase {
+	br := tpBridge(b)
+	type side struct {
+		ns    *testutil.NS
+		dp    *Datapath
+		name  string
+		ip    netip.Addr
+		block netip.Prefix
+		pod   *testutil.NS
+	}
+	sides := []*side{
+		{name: "tp-node1", ip: netip.MustParseAddr(tpNode1IP), block: netip.MustParsePrefix("10.244.1.0/26")},
+		{name: "tp-node2", ip: netip.MustParseAddr(tpNode2IP), block: netip.MustParsePrefix("10.244.2.0/26")},
+	}
+	for i, s := range sides {
+		s.ns, s.dp = tpNode(b, s.name)
+		tpUplink(b, s.ns, br, i, s.ip.String())
+		vtep := VTEPConfig{Family: 4, LocalIP: s.ip, MAC: VTEPMAC(s.name, 4), TunnelAddr: s.block.Addr()}
+		if err := s.dp.EnsureVTEPs(context.Background(), []VTEPConfig{vtep}); err != nil {
+			b.Fatal(err)
+		}
+		setNATAsAgent(b, s.dp, []netip.Addr{sides[0].ip, sides[1].ip})
+		s.pod = tpPod(b, s.dp, s.block.Addr().Next().Next().String())
+	}
+	for i, s := range sides {
+		remote := sides[1-i]
+		r := PeerRoute{Dst: remote.block, Gateway: remote.ip, Dev: "eth0"}
+		if encap {
+			r = PeerRoute{Dst: remote.block, Encap: true, Gateway: remote.block.Addr(), VTEPMAC: VTEPMAC(remote.name, 4), VTEPIP: remote.ip}
+		}
+		if _, err := s.dp.SetPeer(context.Background(), Peer{Name: remote.name, Routes: []PeerRoute{r}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	startIperfServer(b, sides[1].pod)
+	c := tpCase{
+		base:     base,
+		kernel:   handCross(b, encap),
+		strait:   tpPath{client: sides[0].pod, server: sides[1].block.Addr().Next().Next().String()},
+		baseName: "node -> bridge -> node",
+	}
+	vxlanBytes := func() int64 {
+		out := sides[0].ns.MustRun(b, "cat", "/sys/class/net/"+VTEPDevice4+"/statistics/tx_bytes")
+		n, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return n
+	}
+	if encap {
+		c.name, c.desc, c.target = "vxlan", "pod -> pod, other node, VXLAN", 0.90
+		c.check = func(b *testing.B) {
+			if n := vxlanBytes(); n < 1<<30 {
+				b.Fatalf("VXLAN case: only %d bytes left through %s", n, VTEPDevice4)
+			}
+		}
+	} else {
+		c.name, c.desc, c.target = "native", "pod -> pod, other node, native (CrossSubnet, same subnet)", 0.97
+		c.check = func(b *testing.B) {
+			if n := vxlanBytes(); n > 1<<20 {
+				b.Fatalf("native case: %d bytes went through %s", n, VTEPDevice4)
+			}
+		}
+	}
+	return c
+}
+
+// tpNode is a fresh node namespace with a Datapath, forwarding on.
+func tpNode(b *testing.B, name string) (*testutil.NS, *Datapath) {
+	node := testutil.NewNS(b)
+	dp, err := New(Options{NodeNetns: node.Path()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(dp.Close)
+	if err := dp.EnsureHost(context.Background()); err != nil {
+		b.Fatalf("%s: %v", name, err)
+	}
+	return node, dp
+}
+
+// tpPod wires a fresh pod namespace with one IPv4 address as the agent does.
+func tpPod(b *testing.B, dp *Datapath, addr string) *testutil.NS {
+	pod := testutil.NewNS(b)
+	p := Pod{Netns: pod.Path(), IfName: "eth0", HostIface: HostIfaceName("bench", pod.Name, "eth0"),
+		Addrs: []netip.Addr{netip.MustParseAddr(addr)}, MTU: tpPodMTU}
+	if _, err := dp.SetupPod(context.Background(), p); err != nil {
+		b.Fatal(err)
+	}
+	return pod
+}
+
+// setNATAsAgent installs the outgoing NAT the agent installs for the
+// default pool (natOutgoing on).
+func setNATAsAgent(b *testing.B, dp *Datapath, nodes []netip.Addr) {
+	pool := netip.MustParsePrefix(tpPool)
+	cfg := NATConfig{Masquerade: []netip.Prefix{pool}, AllPools: []netip.Prefix{pool}, NodeAddrs: nodes}
+	if err := dp.SetNAT(context.Background(), cfg); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func startIperfServer(b *testing.B, n *testutil.NS) {
+	testutil.StartProcess(b, n.Name, tpPrio("iperf3", "-s")...)
+}
+
+// iperf runs one client for secs seconds (after one omitted second) and
+// returns the received throughput in Gbit/s; it waits for the server to
+// listen on first use.
+func iperf(b *testing.B, p tpPath, secs int) float64 {
+	var out string
+	var err error
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err = p.client.Run(tpPrio("iperf3", "-c", p.server, "-t", strconv.Itoa(secs), "-O", "1", "-J")...)
+		if err == nil || time.Now().After(deadline) || !strings.Contains(out, "Connection refused") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		b.Fatalf("iperf3 to %s: %v", p.server, err)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.End.SumReceived.BitsPerSecond == 0 {
+		b.Fatalf("iperf3 to %s: bad result (%v): %s", p.server, err, out)
+	}
+	return res.End.SumReceived.BitsPerSecond / 1e9
+}
+
+func envInt(b *testing.B, name string, def int) int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive integer", name, s)
+	}
+	return n
+}
+
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
