@@ -177,6 +177,7 @@ func (s *gobgpSpeaker) applyPeers(ctx context.Context, p plan) {
 			s.log.Warn("bgp: delete peer", "peer", addr, "err", err)
 		}
 		delete(s.peerApplied, addr)
+		s.forgetSession(addr)
 	}
 	for addr, ap := range want {
 		key := renderPeer(ap) + "password=" + ap.Conf.AuthPassword
@@ -189,6 +190,7 @@ func (s *gobgpSpeaker) applyPeers(ctx context.Context, p plan) {
 				s.log.Warn("bgp: delete peer to re-add", "peer", addr, "err", err)
 			}
 			delete(s.peerApplied, addr)
+			s.forgetSession(addr)
 		}
 		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: ap}); err != nil {
 			s.peerErr[addr] = fmt.Sprintf("engine refused the peer: %v", err)
@@ -487,6 +489,11 @@ func renderPlan(p plan) string {
 			continue
 		}
 		b.WriteString(renderPeer(buildPeer(pp)))
+		for _, fp := range pp.Families {
+			if fp.Reason != "" {
+				fmt.Fprintf(&b, "  # %s withheld: %s\n", fp.Family, fp.Reason)
+			}
+		}
 	}
 	for _, path := range p.Paths {
 		fmt.Fprintf(&b, "path %s communities %v large %v origin %q peers %v\n", path.Prefix, path.Communities, path.LargeCommunities, path.Origin, path.Peers)
@@ -544,7 +551,8 @@ func (s *gobgpSpeaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, t time.Ti
 	if state == StateEstablished {
 		ext := hasExtNH(st.RemoteCap)
 		extChanged, x.extNH, x.lastErr = ext != x.extNH, ext, ""
-	} else if st.DisconnectMessage != "" {
+	} else if st.DisconnectMessage != "" && st.DisconnectReason != api.PeerState_DISCONNECT_REASON_IDLE_TIMER_EXPIRED &&
+		st.DisconnectReason != api.PeerState_DISCONNECT_REASON_DECONFIGURED {
 		x.lastErr = "last session ended: " + st.DisconnectMessage
 	}
 	s.smu.Unlock()
@@ -646,7 +654,7 @@ func (s *gobgpSpeaker) liveStatus(ps *PeerStatus, pp peerPlan, lp *api.Peer) []s
 	if lp != nil && lp.Timers != nil && lp.Timers.State != nil && ps.State == StateEstablished && lp.Timers.State.Uptime != nil {
 		ps.Since = lp.Timers.State.Uptime.AsTime()
 	}
-	if ps.State != StateEstablished && ps.State != StateOpenSent && ps.State != StateOpenConfirm && len(errs) == 0 {
+	if ps.State != StateEstablished && ps.State != StateOpenSent && ps.State != StateOpenConfirm {
 		if pp.Peer.Password != "" {
 			errs = append(errs, "no TCP connection: with TCP-MD5 a password mismatch (or a password on one side only) looks exactly like this, as does a peer that is down, unreachable or not configured for us")
 		} else {

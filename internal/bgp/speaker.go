@@ -65,6 +65,13 @@ func (s *gobgpSpeaker) extNH(addr netip.Addr) bool {
 	return x != nil && x.extNH
 }
 
+// forgetSession drops what events told about a peer that is re-created.
+func (s *gobgpSpeaker) forgetSession(addr netip.Addr) {
+	s.smu.Lock()
+	delete(s.sess, addr)
+	s.smu.Unlock()
+}
+
 func notify(c chan struct{}) {
 	select {
 	case c <- struct{}{}:
