@@ -21,7 +21,7 @@ import (
 // namespaces. Baseline and Strait runs alternate within every round; the
 // result is the median of the per-round ratios.
 //
-// STRAIT_BENCH_ROUNDS (default 7) and STRAIT_BENCH_SECONDS (default 3, plus
+// STRAIT_BENCH_ROUNDS (default 9) and STRAIT_BENCH_SECONDS (default 3, plus
 // one omitted warm-up second) size the run.
 
 const (
@@ -70,7 +70,7 @@ const (
 
 func BenchmarkThroughput(b *testing.B) {
 	testutil.RequireRoot(b)
-	rounds := envInt(b, "STRAIT_BENCH_ROUNDS", 7)
+	rounds := envInt(b, "STRAIT_BENCH_ROUNDS", 9)
 	secs := envInt(b, "STRAIT_BENCH_SECONDS", 3)
 	nodeToNode := plainNodes(b)
 	cases := []tpCase{
