@@ -14,8 +14,8 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 // goldenAddrs is the machine every golden case runs on: eth0 holds the
 // session addresses, eth1 a second set, v6only only IPv6.
 var goldenAddrs = fakeAddrs{ifs: map[string][]IfAddr{
-	"eth0": {{Prefix: p("198.51.100.1/24")}, {Prefix: p("fe80::1/64")}, {Prefix: p("2001:db8:100::1/64")}},
-	"eth1": {{Prefix: p("2001:db8:200::1/64"), Dynamic: true}, {Prefix: p("203.0.113.1/24")}, {Prefix: p("2001:db8:200::5/64")}},
+	"eth0":   {{Prefix: p("198.51.100.1/24")}, {Prefix: p("fe80::1/64")}, {Prefix: p("2001:db8:100::1/64")}},
+	"eth1":   {{Prefix: p("2001:db8:200::1/64"), Dynamic: true}, {Prefix: p("203.0.113.1/24")}, {Prefix: p("2001:db8:200::5/64")}},
 	"v6only": {{Prefix: p("2001:db8:300::1/64")}},
 }, src: a("198.51.100.1")}
 

@@ -1,0 +1,133 @@
+package bgp
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/strait-net/strait/internal/bgp/bgptest"
+	"github.com/strait-net/strait/internal/testutil"
+)
+
+// frrPathStale reports whether FRR has prefix and whether its path is stale.
+func frrPathStale(f *bgptest.FRR, prefix string) (present, stale bool, err error) {
+	paths, err := f.Prefix(prefix)
+	if err != nil || len(paths) == 0 {
+		return false, false, err
+	}
+	for _, pa := range paths {
+		if pa.Stale {
+			return true, true, nil
+		}
+	}
+	return true, false, nil
+}
+
+func frrBFDStatus(f *bgptest.FRR, peer string) (string, error) {
+	var peers []struct {
+		Peer   string `json:"peer"`
+		Status string `json:"status"`
+	}
+	if err := f.JSON("show bfd peers json", &peers); err != nil {
+		return "", err
+	}
+	for _, p := range peers {
+		if p.Peer == peer {
+			return p.Status, nil
+		}
+	}
+	return "", fmt.Errorf("no BFD peer %s in %+v", peer, peers)
+}
+
+// TestGracefulRestartAndBFD runs the speaker as a child process in its own
+// namespace. SIGKILL: FRR keeps the routes as stale (graceful restart) and
+// its kernel keeps forwarding; the restarted speaker clears the stale flag.
+// SIGSTOP: FRR's bfdd declares the session down in under a second.
+func TestGracefulRestartAndBFD(t *testing.T) {
+	testutil.RequireRoot(t)
+	lan := bgptest.NewLAN(t)
+	spk, fns := testutil.NewNS(t), testutil.NewNS(t)
+	lan.Attach(t, spk.Name, "eth0", sp4+"/24", sp6+"/64")
+	lan.Attach(t, fns.Name, "eth0", frr4+"/24", frr6+"/64")
+	frr := bgptest.StartFRR(t, fns.Name, bgptest.FRRConfig{ASN: frrAS, RouterID: frr4, GracefulRestart: true, BFD: true,
+		Neighbors: []bgptest.FRRNeighbor{{Address: sp4, ASN: ourAS, BFD: true}}})
+	cfg, err := json.Marshal(Config{ASN: ourAS, RouterID: a(sp4), Paths: testPaths, Peers: []Peer{{
+		Name: "frr", Address: a(frr4), ASN: frrAS, Timers: fastTimers(),
+		GracefulRestart: &GracefulRestart{RestartTime: 20 * time.Second}, BFD: &BFD{},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(childEnv, string(cfg))
+	child := testutil.StartProcess(t, spk.Name, self, "-test.run=^$")
+	frrHas(t, frr, pod4, sp4, "65001:100")
+	frrHas(t, frr, pod6, sp6, "65001:100")
+	testutil.Eventually(t, 10*time.Second, 100*time.Millisecond, func() error {
+		st, err := frrBFDStatus(frr, sp4)
+		if err == nil && st != "up" {
+			err = fmt.Errorf("BFD session %s", st)
+		}
+		return err
+	})
+
+	t.Run("graceful-restart", func(t *testing.T) {
+		child.Kill()
+		testutil.Eventually(t, 5*time.Second, 100*time.Millisecond, func() error {
+			present, stale, err := frrPathStale(frr, pod4)
+			if err == nil && (!present || !stale) {
+				err = fmt.Errorf("%s at FRR after SIGKILL: present %t stale %t", pod4, present, stale)
+			}
+			return err
+		})
+		time.Sleep(2 * time.Second)
+		for _, pfx := range []string{pod4, pod6} {
+			if kr, err := frr.KernelRoute(pfx); err != nil || kr == "" {
+				t.Fatalf("FRR dropped %s from its kernel during graceful restart: %q %v", pfx, kr, err)
+			}
+		}
+		start := time.Now()
+		if err := child.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		testutil.Eventually(t, 15*time.Second, 100*time.Millisecond, func() error {
+			present, stale, err := frrPathStale(frr, pod4)
+			if err == nil && (!present || stale) {
+				err = fmt.Errorf("%s at FRR after restart: present %t stale %t", pod4, present, stale)
+			}
+			return err
+		})
+		t.Logf("stale flag cleared %v after the restart", time.Since(start).Round(10*time.Millisecond))
+	})
+
+	t.Run("bfd", func(t *testing.T) {
+		testutil.Eventually(t, 15*time.Second, 100*time.Millisecond, func() error {
+			st, err := frrBFDStatus(frr, sp4)
+			if err == nil && st != "up" {
+				err = fmt.Errorf("BFD session %s", st)
+			}
+			return err
+		})
+		child.Signal(syscall.SIGSTOP)
+		t.Cleanup(func() { child.Signal(syscall.SIGCONT) })
+		start := time.Now()
+		testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, func() error {
+			st, err := frrBFDStatus(frr, sp4)
+			if err == nil && st != "down" {
+				err = fmt.Errorf("BFD session %s", st)
+			}
+			return err
+		})
+		took := time.Since(start)
+		t.Logf("FRR's bfdd declared the frozen speaker down after %v", took.Round(10*time.Millisecond))
+		if took >= time.Second {
+			t.Fatalf("BFD detection took %v, want < 1s", took)
+		}
+	})
+}
