@@ -278,3 +278,47 @@ func TestNextHopModesWithFRRAndBIRD(t *testing.T) {
 		birdLacks(t, l.bird, pod4)
 	})
 }
+
+// TestExtendedNextHop: without any IPv4 next hop, IPv4 routes go over an IPv6
+// session with an IPv6 next hop (RFC 8950) only to the peer that negotiated
+// extended-nexthop (FRR installs them via inet6); to the peer that did not
+// (BIRD) they are withheld and the status says why.
+func TestExtendedNextHop(t *testing.T) {
+	l := newLab(t, bgptest.FRRConfig{Neighbors: []bgptest.FRRNeighbor{{Address: sp6, ASN: ourAS, ExtendedNextHop: true}}}, true)
+	s := newSpeaker(t, Options{})
+	ctx := context.Background()
+	only6 := NextHopPolicy{Mode: NextHopFixed, IPv6: a(sp6)}
+	if err := s.Set(ctx, Config{ASN: ourAS, RouterID: a(sp4), ListenPort: -1, Paths: testPaths, Peers: []Peer{
+		{Name: "frr", Address: a(frr6), ASN: frrAS, NextHop: only6, Timers: fastTimers()},
+		{Name: "bird", Address: a(brd6), ASN: birdAS, NextHop: only6, Timers: fastTimers()},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	waitEstablished(t, s, "frr", "bird")
+	frrHas(t, l.frr, pod4, sp6, "65001:100")
+	frrHas(t, l.frr, pod6, sp6, "65001:100")
+	birdHas(t, l.bird, pod6, sp6, "(65001,100)")
+	st, err := s.Peers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ps := range st {
+		switch ps.Name {
+		case "frr":
+			if !ps.ExtendedNextHop || ps.Families[0].NextHop != a(sp6) || ps.Error != "" {
+				t.Errorf("frr status: %+v", ps)
+			}
+		case "bird":
+			if ps.ExtendedNextHop || ps.Families[0].NextHop.IsValid() || !strings.Contains(ps.Error, "extended-nexthop") {
+				t.Errorf("bird status: %+v", ps)
+			}
+		}
+	}
+	if out, err := l.bird.Route(pod4); err != nil || out != "" {
+		t.Fatalf("BIRD got the IPv4 route without extended next hop: %q %v", out, err)
+	}
+	adv, err := s.Routes(ctx, RouteQuery{Direction: DirectionAdvertised, Peer: "bird", Family: IPv4Unicast})
+	if err != nil || len(adv) != 0 {
+		t.Fatalf("advertised to bird: %v %+v", err, adv)
+	}
+}
