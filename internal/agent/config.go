@@ -48,6 +48,11 @@ type Config struct {
 	LogLevel string `json:"logLevel,omitempty"`
 	// CNI describes the conflist the agent installs once it is ready.
 	CNI CNIConfig `json:"cni,omitempty"`
+	// BGP switches the BGP speaker on (bgp_controller.go).
+	BGP BGPAgentConfig `json:"bgp,omitempty"`
+	// LoadBalancerIPAM runs the LoadBalancer IP allocator (leader-elected
+	// among the agents) in cluster modes; default true.
+	LoadBalancerIPAM *bool `json:"loadBalancerIPAM,omitempty"`
 }
 
 // CNIConfig is the CNI network configuration the agent writes when ready, the
@@ -215,6 +220,9 @@ func (c *Config) Default() error {
 	case "", "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("logLevel: must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	if err := c.BGP.validate(); err != nil {
+		return err
 	}
 	if c.CNI.ConfName == "" {
 		c.CNI.ConfName = "10-strait.conflist"
