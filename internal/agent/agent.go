@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/strait-net/strait/internal/bgp"
 	"github.com/strait-net/strait/internal/cni"
 	"github.com/strait-net/strait/internal/ipam"
 )
@@ -31,8 +30,6 @@ type Deps struct {
 	OpenStore func(path string) (ipam.Store, error)
 	// StoreRetry is how long to wait between attempts to open a busy store.
 	StoreRetry time.Duration
-	// BGPSpeaker builds the BGP speaker (GoBGP in production).
-	BGPSpeaker bgp.Factory
 }
 
 // Agent is one node's agent.
@@ -49,9 +46,7 @@ type Agent struct {
 	cluster   *clusterController
 	dp        PodDatapath
 	notReady  error
-
-	// bgp is the BGP controller when bgp.enabled (bgp_controller.go).
-	bgp *bgpController
+	flowExp   *flows // the flow exporter, when enabled (flows.go)
 }
 
 // New validates cfg and returns an agent ready to Run.
@@ -70,9 +65,6 @@ func New(cfg *Config, deps Deps) (*Agent, error) {
 	}
 	if deps.StoreRetry == 0 {
 		deps.StoreRetry = time.Second
-	}
-	if deps.BGPSpeaker == nil {
-		deps.BGPSpeaker = bgp.New
 	}
 	return &Agent{cfg: cfg, deps: deps, log: deps.Logger, notReady: errors.New("starting"), metrics: newMetrics()}, nil
 }
@@ -120,7 +112,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.Handle("/cni/", cni.NewServer(h, a.log, a.metrics.observeCNI))
 	a.registerAPI(mux)
-	a.registerBGPAPI(mux)
+	a.registerFlowsAPI(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -154,9 +146,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.mu.Lock()
 		a.cluster = cc
 		a.mu.Unlock()
-		if err := a.startServiceRouting(ctx, cc.c); err != nil {
-			return err
-		}
 		if a.cfg.IPAMMode == IPAMBlocks {
 			handlerAlloc = blockAllocator{Allocator: alloc, cc: cc}
 		}
@@ -170,6 +159,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("startup cleanup incomplete", "error", err)
 	}
 	a.setNotReady(nil)
+	if err := a.startFlows(ctx, dp, alloc, a.apiState().cluster); err != nil {
+		a.log.Error("flow exporter not started; pod networking is not affected", "error", err)
+	}
 	a.log.Info("ready", "mode", a.cfg.IPAMMode, "pools", fmt.Sprint(pools), "allocations", len(alloc.List()), "mtu", h.mtu)
 	if err := a.writeConflist(); err != nil {
 		return err

@@ -2,14 +2,11 @@ package ctl
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"time"
-
-	"sigs.k8s.io/yaml"
 
 	"github.com/strait-net/strait/internal/ctl/api"
 	"github.com/strait-net/strait/internal/ctl/check"
@@ -34,10 +31,8 @@ Commands:
   routes   overlay routes/neighbours/FDB entries, pod host routes, and why
            desired routes are not installed
   ipam     pools and blocks with use, and every pod's addresses
-  bgp peers|routes|policies|config
-           BGP sessions, RIB routes ([--family ipv4|ipv6] [--advertised|--received]
-           [--peer NAME|ADDR]), what is exported to whom with which next hop, and
-           this node's effective BGP configuration
+  flows [--pod NAMESPACE/NAME] [--top N] [--aggregator URL]
+           live flows of this node's exporter, or of the Flow Aggregator
   check connectivity [--kubeconfig PATH] [--external IP,...]
            probe pods on every node (through the Kubernetes API): pod to pod,
            pod to node, pod to external, with the broken hop of each failure
@@ -53,8 +48,8 @@ type Options struct {
 	Now func() time.Time
 	// Check configures `check connectivity`.
 	Check check.Options
-	// BGP configures `bgp ...` (bgp.go).
-	BGP BGPOptions
+	// Flows configures `flows` (flows.go).
+	Flows FlowsOptions
 }
 
 // ErrUsage is returned (wrapped) for a bad command line.
@@ -85,8 +80,8 @@ func ParseArgs(args []string, stderr io.Writer) (Options, error) {
 		o.Check = c
 		return o, o.validate()
 	}
-	if o.Command == "bgp" {
-		if err := parseBGP(rest[1:], stderr, &o); err != nil {
+	if o.Command == "flows" {
+		if err := parseFlows(rest[1:], stderr, &o); err != nil {
 			return o, err
 		}
 		return o, o.validate()
@@ -107,7 +102,7 @@ func ParseArgs(args []string, stderr io.Writer) (Options, error) {
 
 func (o Options) validate() error {
 	switch o.Command {
-	case "status", "routes", "ipam", "check", "bgp":
+	case "status", "routes", "ipam", "check", "flows":
 	default:
 		return fmt.Errorf("%w: unknown command %q (want status, routes or ipam)", ErrUsage, o.Command)
 	}
@@ -133,6 +128,9 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	if o.Command == "check" {
 		return runCheck(ctx, o, out)
 	}
+	if o.Command == "flows" {
+		return runFlows(ctx, o, out)
+	}
 	c := NewClient(o.Socket, o.Timeout)
 	var (
 		v      any
@@ -149,27 +147,12 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	case "ipam":
 		m := &api.IPAM{}
 		v, path, render = m, api.PathIPAM, func(w io.Writer, wide bool) error { return renderIPAM(w, m, wide, o.Now()) }
-	case "bgp":
-		v, path, render = bgpRequest(o.BGP, o.Now())
 	}
 	if err := c.Get(ctx, path, v); err != nil {
 		return err
 	}
-	switch o.Output {
-	case OutputJSON:
-		b, err := json.MarshalIndent(v, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = out.Write(append(b, '\n'))
-		return err
-	case OutputYAML:
-		b, err := yaml.Marshal(v)
-		if err != nil {
-			return err
-		}
-		_, err = out.Write(b)
-		return err
+	if o.Output == OutputJSON || o.Output == OutputYAML {
+		return writeStructured(out, o.Output, v)
 	}
 	return render(out, o.Output == OutputWide)
 }
