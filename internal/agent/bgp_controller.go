@@ -466,7 +466,8 @@ var errBGPOff = errors.New("BGP is not enabled on this agent (bgp.enabled in its
 
 // startServiceRouting starts, in cluster modes, the LoadBalancer IP
 // allocator (every agent campaigns, one leads) and, when bgp.enabled, the
-// BGP speaker and its controller.
+// BGP speaker and its controller, both in the background; it fails only
+// for a bad configuration.
 func (a *Agent) startServiceRouting(ctx context.Context, c clusterClients) error {
 	if a.cfg.LoadBalancerIPAM == nil || *a.cfg.LoadBalancerIPAM {
 		go func() {
@@ -479,12 +480,19 @@ func (a *Agent) startServiceRouting(ctx context.Context, c clusterClients) error
 	if !a.cfg.BGP.Enabled {
 		return nil
 	}
-	b, err := a.startBGP(ctx, c)
-	if err != nil {
-		return err
-	}
-	a.mu.Lock()
-	a.bgp = b
-	a.mu.Unlock()
+	// In the background: pod networking must not wait for BGP (its CRDs
+	// may be missing, the informers slow).
+	go func() {
+		b, err := a.startBGP(ctx, c)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Error("BGP not started; pod networking is not affected", "error", err)
+			}
+			return
+		}
+		a.mu.Lock()
+		a.bgp = b
+		a.mu.Unlock()
+	}()
 	return nil
 }
