@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/strait-net/strait/internal/bgp"
 	"github.com/strait-net/strait/internal/cni"
 	"github.com/strait-net/strait/internal/ipam"
 )
@@ -30,6 +31,8 @@ type Deps struct {
 	OpenStore func(path string) (ipam.Store, error)
 	// StoreRetry is how long to wait between attempts to open a busy store.
 	StoreRetry time.Duration
+	// BGPSpeaker builds the BGP speaker (GoBGP in production).
+	BGPSpeaker bgp.Factory
 }
 
 // Agent is one node's agent.
@@ -47,6 +50,9 @@ type Agent struct {
 	dp        PodDatapath
 	notReady  error
 	flowExp   *flows // the flow exporter, when enabled (flows.go)
+
+	// bgp is the BGP controller when bgp.enabled (bgp_controller.go).
+	bgp *bgpController
 }
 
 // New validates cfg and returns an agent ready to Run.
@@ -65,6 +71,9 @@ func New(cfg *Config, deps Deps) (*Agent, error) {
 	}
 	if deps.StoreRetry == 0 {
 		deps.StoreRetry = time.Second
+	}
+	if deps.BGPSpeaker == nil {
+		deps.BGPSpeaker = bgp.New
 	}
 	return &Agent{cfg: cfg, deps: deps, log: deps.Logger, notReady: errors.New("starting"), metrics: newMetrics()}, nil
 }
@@ -112,6 +121,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.Handle("/cni/", cni.NewServer(h, a.log, a.metrics.observeCNI))
 	a.registerAPI(mux)
+	a.registerBGPAPI(mux)
 	a.registerFlowsAPI(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
@@ -146,6 +156,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.mu.Lock()
 		a.cluster = cc
 		a.mu.Unlock()
+		if err := a.startServiceRouting(ctx, cc.c); err != nil {
+			return err
+		}
 		if a.cfg.IPAMMode == IPAMBlocks {
 			handlerAlloc = blockAllocator{Allocator: alloc, cc: cc}
 		}

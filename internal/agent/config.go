@@ -48,6 +48,11 @@ type Config struct {
 	LogLevel string `json:"logLevel,omitempty"`
 	// CNI describes the conflist the agent installs once it is ready.
 	CNI CNIConfig `json:"cni,omitempty"`
+	// BGP switches the BGP speaker on (bgp_controller.go).
+	BGP BGPAgentConfig `json:"bgp,omitempty"`
+	// LoadBalancerIPAM runs the LoadBalancer IP allocator (leader-elected
+	// among the agents) in cluster modes; default true.
+	LoadBalancerIPAM *bool `json:"loadBalancerIPAM,omitempty"`
 	// Flows configures the conntrack-based IPFIX flow exporter (flows.go).
 	Flows FlowsConfig `json:"flows,omitempty"`
 }
@@ -219,6 +224,9 @@ func (c *Config) Default() error {
 		return fmt.Errorf("logLevel: must be debug, info, warn or error, got %q", c.LogLevel)
 	}
 	if err := c.Flows.validate(); err != nil {
+		return err
+	}
+	if err := c.BGP.validate(); err != nil {
 		return err
 	}
 	if c.CNI.ConfName == "" {

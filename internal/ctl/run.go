@@ -31,6 +31,10 @@ Commands:
   routes   overlay routes/neighbours/FDB entries, pod host routes, and why
            desired routes are not installed
   ipam     pools and blocks with use, and every pod's addresses
+  bgp peers|routes|policies|config
+           BGP sessions, RIB routes ([--family ipv4|ipv6] [--advertised|--received]
+           [--peer NAME|ADDR]), what is exported to whom with which next hop, and
+           this node's effective BGP configuration
   flows [--pod NAMESPACE/NAME] [--top N] [--aggregator URL]
            live flows of this node's exporter, or of the Flow Aggregator
   check connectivity [--kubeconfig PATH] [--external IP,...]
@@ -48,6 +52,8 @@ type Options struct {
 	Now func() time.Time
 	// Check configures `check connectivity`.
 	Check check.Options
+	// BGP configures `bgp ...` (bgp.go).
+	BGP BGPOptions
 	// Flows configures `flows` (flows.go).
 	Flows FlowsOptions
 }
@@ -86,6 +92,12 @@ func ParseArgs(args []string, stderr io.Writer) (Options, error) {
 		}
 		return o, o.validate()
 	}
+	if o.Command == "bgp" {
+		if err := parseBGP(rest[1:], stderr, &o); err != nil {
+			return o, err
+		}
+		return o, o.validate()
+	}
 	sub := flag.NewFlagSet("straitctl "+o.Command, flag.ContinueOnError)
 	sub.SetOutput(stderr)
 	sub.Usage = global.Usage
@@ -102,7 +114,7 @@ func ParseArgs(args []string, stderr io.Writer) (Options, error) {
 
 func (o Options) validate() error {
 	switch o.Command {
-	case "status", "routes", "ipam", "check", "flows":
+	case "status", "routes", "ipam", "check", "bgp", "flows":
 	default:
 		return fmt.Errorf("%w: unknown command %q (want status, routes or ipam)", ErrUsage, o.Command)
 	}
@@ -147,6 +159,8 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	case "ipam":
 		m := &api.IPAM{}
 		v, path, render = m, api.PathIPAM, func(w io.Writer, wide bool) error { return renderIPAM(w, m, wide, o.Now()) }
+	case "bgp":
+		v, path, render = bgpRequest(o.BGP, o.Now())
 	}
 	if err := c.Get(ctx, path, v); err != nil {
 		return err
