@@ -9,7 +9,7 @@ PLUGIN_PKGS := github.com/containernetworking/plugins/plugins/meta/portmap \
 	github.com/containernetworking/plugins/plugins/ipam/host-local
 TEST_FLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: all build tools deps k8s crds test test-unit lint bench lab lab-down clean fuzz
+.PHONY: all build tools deps k8s crds test test-unit lint bench bench-flows lab lab-down clean fuzz
 
 all: build
 
@@ -55,8 +55,12 @@ lint:
 	$(GO) vet ./...
 
 ## bench: benchmarks against the reference plugins (see docs/benchmarks.md)
-bench: build tools
+bench: build tools bench-flows
 	STRAIT_BIN=$(BIN) $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count=1 -timeout 60m ./internal/datapath/ ./test/integration/
+
+## bench-flows: the aggregator's proxy path against go-ipfix v0.17.0, same run (own module test/flowbench)
+bench-flows:
+	cd test/flowbench && $(GO) test -run '^$$' -bench . -benchtime 3x -count=1 -timeout 30m .
 
 ## lab: bring up the 3-node Kubernetes lab (see README)
 lab: deps build tools
