@@ -173,7 +173,10 @@ func (c *collector) readStream(conn net.Conn, transport string) {
 		return
 	}
 	if tc, ok := conn.(*tls.Conn); ok {
-		if err := tc.Handshake(); err != nil {
+		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+		err := tc.Handshake()
+		_ = tc.SetDeadline(time.Time{})
+		if err != nil {
 			c.log.Warn("tls handshake", "from", from, "err", err)
 			c.m.forExporter(from.Addr().Unmap().String()).malformed.Inc()
 			return

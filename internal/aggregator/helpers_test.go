@@ -29,6 +29,7 @@ type testCollector struct {
 	records []map[string]any
 	domains []uint32
 	tmpl    int
+	withdr  int
 	unknown int
 	errs    int
 	conns   int
@@ -37,7 +38,7 @@ type testCollector struct {
 }
 
 func (c *testCollector) Template(*ipfix.Header, *ipfix.Template) { c.tmpl++ }
-func (c *testCollector) Withdraw(*ipfix.Header, uint16)          {}
+func (c *testCollector) Withdraw(*ipfix.Header, uint16)          { c.withdr++ }
 func (c *testCollector) Record(h *ipfix.Header, r *ipfix.Record) {
 	m := map[string]any{}
 	for i, f := range r.Template.Fields {
