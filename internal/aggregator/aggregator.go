@@ -118,7 +118,7 @@ func New(cfg *Config, opts Options) (*Aggregator, error) {
 	} else {
 		if cfg.API.RecentFlows > 0 && cfg.API.Address != "off" {
 			a.recent = newRecentOut(cfg.API.RecentFlows)
-			a.fan.dests = append(a.fan.dests, newDestination("api", 64, a.recent, a.m))
+			a.fan.dests = append(a.fan.dests, newDestination("api", 1024, a.recent, a.m))
 		}
 		var labeler PodLabeler
 		if cfg.RecordContents.PodLabels {

@@ -168,13 +168,14 @@ func TestRealExportersThroughProxy(t *testing.T) {
 	// Downstream collectors, in namespace a.
 	prims := filepath.Join(dir, "primitives.lst")
 	nfacctdOut := filepath.Join(dir, "nfacctd.json")
-	writeFile(t, prims, "name=orig_odid field_type=405 len=4 semantics=u_int\nname=orig_exp_ip field_type=403 len=4 semantics=ip\n")
+	writeFile(t, prims, "name=orig_odid field_type=405 len=4 semantics=u_int\nname=orig_exp_ip field_type=403 len=4 semantics=ip\n"+
+		"name=src_pod field_type=99999:1 len=vlen semantics=str\n")
 	writeFile(t, filepath.Join(dir, "nfacctd.conf"), fmt.Sprintf(`daemonize: false
 nfacctd_ip: 127.0.0.1
 nfacctd_port: 2100
 aggregate_primitives: %s
 plugins: print[p]
-aggregate[p]: src_host, dst_host, src_port, dst_port, proto, orig_odid, orig_exp_ip
+aggregate[p]: src_host, dst_host, src_port, dst_port, proto, orig_odid, orig_exp_ip, src_pod
 print_output[p]: json
 print_output_file[p]: %s
 print_output_file_append[p]: true
@@ -243,6 +244,24 @@ nfprobe_timeouts[np]: tcp=2:udp=2:icmp=2:general=2:maxlife=5:expint=1
 		return nil
 	})
 
+	// Strait's own exporter (the codec) adds records with an enterprise element (sourcePodName, 99999:1).
+	strait := newTestExporter(t, "udp", "127.0.0.1:4739", 77)
+	strait.dial = func(network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := inNS(a)(func() error {
+			var err error
+			c, err = net.Dial(network, addr)
+			return err
+		})
+		return c, err
+	}
+	if err := strait.connect(); err != nil {
+		t.Fatal(err)
+	}
+	if err := strait.send(0, 5); err != nil {
+		t.Fatal(err)
+	}
+
 	// What the exporters put on the wire (tshark's own decoding) = what reached the test collector.
 	time.Sleep(time.Second)
 	tshark.Signal(syscall.SIGINT)
@@ -277,10 +296,14 @@ nfprobe_timeouts[np]: tcp=2:udp=2:icmp=2:general=2:maxlife=5:expint=1
 			byDomain[r["originalObservationDomainId"]]++
 		}
 	}
-	t.Logf("softflowd reported %d records; tshark saw %d flow records from both exporters; collector has %d records (%d flow records by original domain %v)",
+	t.Logf("softflowd reported %d records; tshark saw %d flow records from all exporters; collector has %d records (%d flow records by original domain %v)",
 		softflowdRecords, wantFlows, len(all), wantFlows, byDomain)
-	if softflowdRecords == 0 || wantFlows <= softflowdRecords {
-		t.Fatalf("softflowd sent %d records, both exporters %d: pmacctd sent nothing?", softflowdRecords, wantFlows)
+	if byDomain[uint64(77)] != 5 {
+		t.Fatalf("%d records of Strait's exporter (domain 77) forwarded, want 5", byDomain[uint64(77)])
+	}
+	// softflowd's count includes its one options record; the rest beyond softflowd and Strait's is pmacctd's.
+	if softflowdRecords == 0 || wantFlows-5 <= softflowdRecords-1 {
+		t.Fatalf("softflowd sent %d records, all exporters %d flow records: pmacctd sent nothing?", softflowdRecords, wantFlows)
 	}
 	client := nsHTTP(a)
 	if got := metric(t, client, "127.0.0.1:10380", "strait_aggregator_records_received_total"); int(got) != len(all) {
@@ -303,7 +326,10 @@ nfprobe_timeouts[np]: tcp=2:udp=2:icmp=2:general=2:maxlife=5:expint=1
 
 	// nfacctd: the flows' packets, keyed by the custom primitives for 403/405.
 	eventually(t, 10*time.Second, func() error {
-		pk, n := nfacctdPackets(t, nfacctdOut)
+		pk, n, pods := nfacctdPackets(t, nfacctdOut)
+		if !pods["pod-3"] {
+			return fmt.Errorf("nfacctd did not decode sourcePodName (99999:1): pods %v", pods)
+		}
 		want := 0
 		for _, r := range all {
 			if p, ok := r["packetDeltaCount"].(uint64); ok {
@@ -341,8 +367,10 @@ nfprobe_timeouts[np]: tcp=2:udp=2:icmp=2:general=2:maxlife=5:expint=1
 	_ = agg
 }
 
-// nfacctdPackets sums packets of nfacctd's JSON lines that carry the 403/405 primitives.
-func nfacctdPackets(t *testing.T, path string) (packets, lines int) {
+// nfacctdPackets sums packets of nfacctd's JSON lines that carry the 403/405 primitives and collects the
+// src_pod values (Strait's enterprise element 99999:1).
+func nfacctdPackets(t *testing.T, path string) (packets, lines int, pods map[string]bool) {
+	pods = map[string]bool{}
 	for _, l := range readLines(t, path) {
 		var m map[string]any
 		if json.Unmarshal([]byte(l), &m) != nil {
@@ -355,8 +383,11 @@ func nfacctdPackets(t *testing.T, path string) (packets, lines int) {
 			packets += int(p)
 			lines++
 		}
+		if p, ok := m["src_pod"].(string); ok && p != "" {
+			pods[p] = true
+		}
 	}
-	return packets, lines
+	return packets, lines, pods
 }
 
 // waitOutput waits until the process printed s (its "ready" line).
