@@ -76,6 +76,11 @@ func StartFRR(t testing.TB, nsName string, c FRRConfig) *FRR {
 			out, _ := f.Vtysh("show bgp summary")
 			t.Logf("FRR %s at the end:\n%s", nsName, out)
 		}
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(dir, "bgpd.log")); err == nil {
+				t.Logf("FRR bgpd.log (tail):\n%s", tail(string(b), 3000))
+			}
+		}
 		for i := len(daemons) - 1; i >= 0; i-- {
 			killPIDFile(filepath.Join(dir, daemons[i]+".pid"))
 		}
@@ -235,4 +240,11 @@ func (f *FRR) KernelRoute(prefix string) (string, error) {
 	}
 	out, err := Run(f.NS, "ip", fam, "route", "show", prefix)
 	return strings.TrimSpace(out), err
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }
