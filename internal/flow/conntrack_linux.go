@@ -16,23 +16,14 @@ import (
 var ctGroups = []netfilter.NetlinkGroup{netfilter.GroupCTNew, netfilter.GroupCTUpdate, netfilter.GroupCTDestroy}
 
 func (r *reader) run(ctx context.Context) error {
-	fd := 0
-	if r.netns != "" {
-		f, err := os.Open(r.netns)
-		if err != nil {
-			return fmt.Errorf("conntrack: open netns %s: %w", r.netns, err)
-		}
-		defer f.Close()
-		fd = int(f.Fd())
-	}
-	dc, err := conntrack.Dial(&netlink.Config{NetNS: fd})
+	dc, err := r.dial()
 	if err != nil {
 		return fmt.Errorf("conntrack: dial (dump): %w", err)
 	}
 	defer dc.Close()
 	events := make(chan conntrack.Event, 4096)
 	listen := func() (*conntrack.Conn, chan error, error) {
-		lc, err := conntrack.Dial(&netlink.Config{NetNS: fd})
+		lc, err := r.dial()
 		if err != nil {
 			return nil, nil, fmt.Errorf("conntrack: dial (events): %w", err)
 		}
@@ -92,6 +83,21 @@ func (r *reader) run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// dial opens a conntrack connection in the node's namespace (the socket
+// keeps its namespace; the namespace file is only needed while dialling).
+func (r *reader) dial() (*conntrack.Conn, error) {
+	fd := 0
+	if r.netns != "" {
+		f, err := os.Open(r.netns)
+		if err != nil {
+			return nil, fmt.Errorf("open netns %s: %w", r.netns, err)
+		}
+		defer f.Close()
+		fd = int(f.Fd())
+	}
+	return conntrack.Dial(&netlink.Config{NetNS: fd})
 }
 
 func (r *reader) dump(dc *conntrack.Conn) error {

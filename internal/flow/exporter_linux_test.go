@@ -31,7 +31,7 @@ type lab struct {
 	node, a, b *testutil.NS
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	t.Helper()
 	testutil.RequireRoot(t)
 	l := &lab{node: testutil.NewNS(t)}
