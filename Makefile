@@ -44,11 +44,12 @@ test-unit:
 crds:
 	$(GO) run ./hack/crdgen
 
-## fuzz: bounded fuzzing of the IPFIX decoder and template cache (FUZZTIME per target; longer by hand)
+## fuzz: bounded fuzzing of the IPFIX decoder, template cache and proxy path (FUZZTIME per target; longer by hand)
 FUZZTIME ?= 20s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/flow/ipfix/
 	$(GO) test -run '^$$' -fuzz '^FuzzTemplateCache$$' -fuzztime $(FUZZTIME) ./internal/flow/ipfix/
+	$(GO) test -run '^$$' -fuzz '^FuzzProxy$$' -fuzztime $(FUZZTIME) ./internal/aggregator/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
