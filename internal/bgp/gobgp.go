@@ -610,13 +610,16 @@ var apiStates = map[api.PeerState_SessionState]SessionState{
 
 func (s *gobgpSpeaker) Peers(ctx context.Context) ([]PeerStatus, error) {
 	cur, engineErrs := s.snapshot()
+	if len(cur.Peers) == 0 {
+		return nil, nil // not configured yet: GoBGP may not be started
+	}
 	live := map[netip.Addr]*api.Peer{}
 	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
 		if a, err := netip.ParseAddr(p.Conf.NeighborAddress); err == nil {
 			live[a.Unmap()] = p
 		}
 	})
-	if err != nil && s.running != nil {
+	if err != nil {
 		return nil, fmt.Errorf("bgp list peers: %w", err)
 	}
 	out := make([]PeerStatus, 0, len(cur.Peers))

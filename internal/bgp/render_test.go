@@ -101,3 +101,15 @@ func TestPlanRejectsBadGlobals(t *testing.T) {
 		}
 	}
 }
+
+func TestReadOnlyMethods(t *testing.T) {
+	for m, want := range map[string]bool{
+		"/api.GoBgpService/ListPath": true, "/api.GoBgpService/GetBgp": true, "/api.GoBgpService/WatchEvent": true,
+		"/api.GoBgpService/AddPath": false, "/api.GoBgpService/DeletePeer": false, "/api.GoBgpService/StopBgp": false,
+		"/api.GoBgpService/SetPolicies": false, "/api.GoBgpService/AddPathStream": false, "/api.GoBgpService/ResetPeer": false,
+	} {
+		if got := readOnlyMethod(m); got != want {
+			t.Errorf("readOnlyMethod(%s) = %t, want %t", m, got, want)
+		}
+	}
+}
