@@ -139,13 +139,8 @@ api: {address: "127.0.0.1:0"}
 	// destination: best effort, its drops are counted.
 	var fr api.FlowsResponse
 	eventually(t, 5*time.Second, func() error {
-		resp, err := client.Get("http://" + a.Addr("api") + api.FlowsPath + "?top=5")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		fr = api.FlowsResponse{}
-		if err := json.NewDecoder(resp.Body).Decode(&fr); err != nil {
+		var err error
+		if fr, err = getFlows(client, a.Addr("api"), "?top=5"); err != nil {
 			return err
 		}
 		apiDropped := int(metric(t, client, a.Addr("api"), "strait_aggregator_records_dropped_total", `destination="api"`))
@@ -272,19 +267,7 @@ func newTestCollectorAt(t testing.TB, addr string, listen func(func() error) err
 		})
 	})
 	c.closers = append(c.closers, ln)
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.mu.Lock()
-			c.conns++
-			c.closers = append(c.closers, conn)
-			c.mu.Unlock()
-			go c.serveConn(conn)
-		}
-	}()
+	go c.accept(ln)
 	t.Cleanup(c.close)
 	return c
 }

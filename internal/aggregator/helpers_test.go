@@ -3,6 +3,7 @@ package aggregator
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strait-net/strait/internal/aggregator/api"
 	"github.com/strait-net/strait/internal/flow/ipfix"
 )
 
@@ -98,22 +100,36 @@ func newTestCollector(t testing.TB, network string, listen func(func() error) er
 	} else {
 		c.addr = ln.Addr().String()
 		c.closers = append(c.closers, ln)
-		go func() {
-			for {
-				conn, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.mu.Lock()
-				c.conns++
-				c.closers = append(c.closers, conn)
-				c.mu.Unlock()
-				go c.serveConn(conn)
-			}
-		}()
+		go c.accept(ln)
 	}
 	t.Cleanup(c.close)
 	return c
+}
+
+func (c *testCollector) accept(ln net.Listener) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.mu.Lock()
+		c.conns++
+		c.closers = append(c.closers, conn)
+		c.mu.Unlock()
+		go c.serveConn(conn)
+	}
+}
+
+// getFlows queries the aggregator's flows API.
+func getFlows(client *http.Client, apiAddr, query string) (api.FlowsResponse, error) {
+	var fr api.FlowsResponse
+	resp, err := client.Get("http://" + apiAddr + api.FlowsPath + query)
+	if err != nil {
+		return fr, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&fr)
+	return fr, err
 }
 
 func (c *testCollector) serveConn(conn net.Conn) {

@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -87,13 +86,8 @@ api: {address: "127.0.0.1:0"}
 	client := &http.Client{Timeout: 5 * time.Second}
 	var fr api.FlowsResponse
 	eventually(t, 5*time.Second, func() error {
-		resp, err := client.Get("http://" + a.Addr("api") + api.FlowsPath + "?pod=web/server")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		fr = api.FlowsResponse{}
-		if err := json.NewDecoder(resp.Body).Decode(&fr); err != nil {
+		var err error
+		if fr, err = getFlows(client, a.Addr("api"), "?pod=web/server"); err != nil {
 			return err
 		}
 		if len(fr.Flows) != 1 {
