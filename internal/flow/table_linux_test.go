@@ -11,7 +11,7 @@ import (
 func conn(id uint32, src, dst string, sport uint16, pkts uint64) Conn {
 	s, d := netip.MustParseAddr(src), netip.MustParseAddr(dst)
 	return Conn{ID: id, Orig: Tuple{Src: s, Dst: d, SrcPort: sport, DstPort: 80, Proto: 6},
-		Reply: Tuple{Src: d, Dst: s, SrcPort: 80, DstPort: sport, Proto: 6},
+		Reply:   Tuple{Src: d, Dst: s, SrcPort: 80, DstPort: sport, Proto: 6},
 		Packets: pkts, Bytes: 100 * pkts, ReversePackets: pkts, ReverseBytes: 50 * pkts, HasCounters: pkts > 0}
 }
 
