@@ -151,8 +151,8 @@ func (s *gobgpSpeaker) ensureStarted(ctx context.Context, p plan) error {
 	s.running = &g
 	if !s.watching {
 		err := s.srv.WatchEvent(s.ctx, server.WatchEventMessageCallbacks{
-			OnPeerUpdate: s.onPeer, OnBestPath: s.onBest,
-		}, server.WatchPeer(), server.WatchBestPath(false))
+			OnPeerUpdate: s.onPeer, OnPathUpdate: s.onReceived,
+		}, server.WatchPeer(), server.WatchUpdate(false, "", ""))
 		if err != nil {
 			return fmt.Errorf("bgp watch events: %w", err)
 		}
@@ -201,19 +201,15 @@ func (s *gobgpSpeaker) applyPeers(ctx context.Context, p plan) {
 }
 
 func (s *gobgpSpeaker) applyPaths(p plan) error {
-	want := make(map[netip.Prefix]Path, len(p.Paths))
-	var add []*apiutil.Path
+	want := make(map[netip.Prefix]struct{}, len(p.Paths))
+	var changed []Path
 	for _, path := range p.Paths {
-		want[path.Prefix] = path
+		want[path.Prefix] = struct{}{}
 		if old, ok := s.paths[path.Prefix]; ok && samePathAttrs(old, path) {
 			s.paths[path.Prefix] = path
 			continue
 		}
-		ap, err := toEnginePath(path)
-		if err != nil {
-			return err
-		}
-		add = append(add, ap)
+		changed = append(changed, path)
 	}
 	var del []*apiutil.Path
 	for prefix, old := range s.paths {
@@ -233,14 +229,23 @@ func (s *gobgpSpeaker) applyPaths(p plan) error {
 			delete(s.paths, prefixOf(d.Nlri))
 		}
 	}
-	for start := 0; start < len(add); start += 1000 {
-		batch := add[start:min(start+1000, len(add))]
+	// Engine paths are built per batch: 100k of them at once would double the
+	// speaker's peak memory.
+	for start := 0; start < len(changed); start += 1000 {
+		chunk := changed[start:min(start+1000, len(changed))]
+		batch := make([]*apiutil.Path, 0, len(chunk))
+		for _, path := range chunk {
+			ap, err := toEnginePath(path)
+			if err != nil {
+				return err
+			}
+			batch = append(batch, ap)
+		}
 		if _, err := s.srv.AddPath(apiutil.AddPathRequest{Paths: batch}); err != nil {
 			return fmt.Errorf("bgp announce %d paths: %w", len(batch), err)
 		}
-		for _, a := range batch {
-			pr := prefixOf(a.Nlri)
-			s.paths[pr] = want[pr]
+		for _, path := range chunk {
+			s.paths[path.Prefix] = path
 		}
 	}
 	return nil
@@ -562,14 +567,9 @@ func (s *gobgpSpeaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, t time.Ti
 	notify(s.kickLearn)
 }
 
-func (s *gobgpSpeaker) onBest(paths []*apiutil.Path, _ time.Time) {
-	for _, p := range paths {
-		if p.PeerAddress.IsValid() {
-			notify(s.kickLearn)
-			return
-		}
-	}
-}
+// onReceived: an UPDATE from a peer (our own paths raise no event, so 100k
+// announcements cost nothing here); the learned set is recomputed.
+func (s *gobgpSpeaker) onReceived([]*apiutil.Path, time.Time) { notify(s.kickLearn) }
 
 func (s *gobgpSpeaker) publishLearned() {
 	s.mu.Lock()
