@@ -37,19 +37,72 @@ func goBGPdHeld(b *testing.B, ns string) int {
 	return 0
 }
 
+// BenchmarkIdleRSS3Peers: a speaker with three established sessions (FRR
+// over IPv4 and IPv6, BIRD) and the test paths, its resident memory once idle.
+func BenchmarkIdleRSS3Peers(b *testing.B) {
+	testutil.RequireRoot(b)
+	lan := bgptest.NewLAN(b)
+	spk, fns, bns := testutil.NewNS(b), testutil.NewNS(b), testutil.NewNS(b)
+	lan.Attach(b, spk.Name, "eth0", sp4+"/24", sp6+"/64")
+	lan.Attach(b, fns.Name, "eth0", frr4+"/24", frr6+"/64")
+	lan.Attach(b, bns.Name, "eth0", brd4+"/24", brd6+"/64")
+	frr := bgptest.StartFRR(b, fns.Name, bgptest.FRRConfig{ASN: frrAS, RouterID: frr4,
+		Neighbors: []bgptest.FRRNeighbor{{Address: sp4, ASN: ourAS}, {Address: sp6, ASN: ourAS}}})
+	bird := bgptest.StartBIRD(b, bns.Name, bgptest.BIRDConfig{ASN: birdAS, RouterID: brd4,
+		Neighbors: []bgptest.BIRDNeighbor{{Name: "n4", Local: brd4, Address: sp4, ASN: ourAS}}})
+	cfg, err := json.Marshal(Config{ASN: ourAS, RouterID: a(sp4), Paths: testPaths, Peers: []Peer{
+		{Name: "frr4", Address: a(frr4), ASN: frrAS, Timers: fastTimers()},
+		{Name: "frr6", Address: a(frr6), ASN: frrAS, Timers: fastTimers()},
+		{Name: "bird", Address: a(brd4), ASN: birdAS, Timers: fastTimers()},
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Setenv(childEnv, string(cfg))
+	for i := 0; i < b.N; i++ {
+		proc := testutil.StartProcess(b, spk.Name, self, "-test.run=^$", "-test.bench=^$")
+		testutil.Eventually(b, 30*time.Second, 100*time.Millisecond, func() error {
+			for _, addr := range []string{sp4, sp6} {
+				if st, _, _, err := frr.Neighbor(addr); err != nil || st != "Established" {
+					return fmt.Errorf("FRR session with %s: %q %v", addr, st, err)
+				}
+			}
+			if up, out, err := bird.Established("n4"); err != nil || !up {
+				return fmt.Errorf("BIRD session: %v %s", err, out)
+			}
+			return nil
+		})
+		time.Sleep(5 * time.Second)
+		rss, err := procRSS(proc.PID(), "VmRSS:")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(rss, "idle-RSS-MB")
+		b.Logf("idle RSS with 3 established peers: %.1f MB", rss)
+		proc.Kill()
+	}
+}
+
 // peakRSS is VmHWM of a process, in MB.
-func peakRSS(pid int) (float64, error) {
+func peakRSS(pid int) (float64, error) { return procRSS(pid, "VmHWM:") }
+
+// procRSS reads a kB field of /proc/PID/status, in MB.
+func procRSS(pid int, field string) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(line, field); ok {
 			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
 			return float64(kb) / 1024, err
 		}
 	}
-	return 0, fmt.Errorf("no VmHWM for %d", pid)
+	return 0, fmt.Errorf("no %s for %d", field, pid)
 }
 
 // BenchmarkAdvertise: N /32 service routes from a speaker to FRR (zebra
