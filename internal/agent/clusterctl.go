@@ -453,7 +453,14 @@ func (cc *clusterController) resync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, r := range repaired {
+	// A node joining a large cluster "repairs" every entry on its first
+	// resync: name the first few, summarise the rest.
+	const maxNamed = 10
+	for i, r := range repaired {
+		if i == maxNamed {
+			cc.log.Warn("repaired drift: more entries not named", "more", len(repaired)-maxNamed)
+			break
+		}
 		cc.log.Warn("repaired drift", "what", r)
 	}
 	if stats.Total() > 0 {

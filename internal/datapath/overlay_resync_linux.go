@@ -96,10 +96,8 @@ func (d *Datapath) resync(ctx context.Context, peers []Peer) (OpStats, []string,
 			repaired = append(repaired, what+": missing, added")
 		}
 	}
+	// The caller reports what was repaired (once, summarised past a few).
 	stats, err := d.applyChanges(ctx, changes, "")
-	for _, r := range repaired {
-		d.log.Info("overlay resync repaired", "entry", r)
-	}
 	return stats, repaired, err
 }
 
