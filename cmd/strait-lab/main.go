@@ -18,10 +18,13 @@ import (
 
 const usage = `usage: strait-lab [flags] COMMAND
 
-  up                 bring the lab up (builds the Kubernetes binaries on first use)
+  up                 bring the lab up (builds the Kubernetes binaries on first use;
+                     --flows: also the Flow Aggregator, every agent exporting to it)
   down               remove everything the lab made (also after a failed up)
   status             nodes, daemons, what is unhealthy and why
   kubeconfig         print the path of the lab's kubeconfig
+  flows-api          print the URL of the aggregator's flows API (up --flows):
+                     straitctl flows --aggregator $(strait-lab flows-api)
   exec NODE -- CMD   run CMD in a lab namespace (n1, n2, ..., cp, router, ext)
   logs COMPONENT [NODE]  print a component's log (kubelet n2, kube-apiserver, ...)
   restart COMPONENT [NODE]  kill -9 a lab daemon and start it again (strait-agent n2, ...)
@@ -36,6 +39,7 @@ func main() {
 	fs := flag.NewFlagSet("strait-lab", flag.ExitOnError)
 	dir := fs.String("dir", envOr("STRAIT_LAB_DIR", ".lab"), "lab folder (state, configs, logs)")
 	nodes := fs.Int("nodes", 3, "Kubernetes nodes (up)")
+	flows := fs.Bool("flows", false, "run the Flow Aggregator (aggregate mode) and make every agent export flows to it (up)")
 	encap := fs.String("encap", "VXLANCrossSubnet", "encapsulation of the default IP pools: VXLAN, VXLANCrossSubnet or None (up)")
 	pods := fs.Int("pods", 2, "pods (cni-lab)")
 	prefix := fs.String("prefix", envOr("STRAIT_LAB_PREFIX", lab.DefaultPrefix), "prefix of the lab's namespace and cgroup names")
@@ -84,7 +88,7 @@ func main() {
 
 	switch cmd {
 	case "up":
-		err = lab.UpCluster(ctx, o, lab.ClusterOptions{Nodes: *nodes, Self: self, Encapsulation: *encap})
+		err = lab.UpCluster(ctx, o, lab.ClusterOptions{Nodes: *nodes, Self: self, Encapsulation: *encap, Flows: *flows})
 	case "cni-lab":
 		err = lab.Up(ctx, o)
 	case "down":
@@ -93,6 +97,14 @@ func main() {
 		err = lab.Status(ctx, o)
 	case "kubeconfig":
 		fmt.Println(filepath.Join(absDir, "kubeconfig"))
+	case "flows-api":
+		var url string
+		if url, err = lab.FlowsAPIURL(o); err == nil && url == "" {
+			err = fmt.Errorf("the lab runs no aggregator: bring it up with `strait-lab up --flows`")
+		}
+		if err == nil {
+			fmt.Println(url)
+		}
 	case "exec":
 		if len(cmdArgs) < 1 {
 			fail(fmt.Errorf("usage: strait-lab exec NODE -- CMD"))

@@ -29,6 +29,9 @@ type ClusterOptions struct {
 	Self string
 	// Encapsulation of the default IP pools (default VXLANCrossSubnet).
 	Encapsulation string
+	// Flows runs the Flow Aggregator and makes every agent export to it
+	// (flows.go).
+	Flows bool
 }
 
 func (c ClusterOptions) encap() string {
@@ -84,7 +87,7 @@ func (o *Options) bringUpNode(ctx context.Context, s *State, c ClusterOptions, n
 	files := map[string]string{
 		filepath.Join(d.containerd, "config.toml"): containerdConfig(d),
 		filepath.Join(d.root, "kubelet.yaml"):      kubeletConfig(n, d, p.CA, p.KubeletCert, p.KubeletKey, o.prefix()),
-		filepath.Join(d.root, "agent.yaml"):        agentConfig(n, d, p.AgentKubeconfig, c.encap()),
+		filepath.Join(d.root, "agent.yaml"):        agentConfig(n, d, p.AgentKubeconfig, c.encap()) + agentFlowsConfig(s.Flows.Collector),
 		filepath.Join(d.root, "resolv.conf"):       "",
 	}
 	if err := writeFiles(files); err != nil {

@@ -46,6 +46,8 @@ type State struct {
 	Pods       []PodRecord `json:"pods"`
 	// Cluster is set by the Kubernetes lab.
 	Cluster clusterState `json:"cluster"`
+	// Flows is set by `up --flows` (flows.go).
+	Flows flowsState `json:"flows,omitempty"`
 	// Complete is set when up finished; daemons of an incomplete up belong
 	// to an up that crashed or was killed, and the next up clears them.
 	Complete bool `json:"complete"`
@@ -184,7 +186,7 @@ func Down(ctx context.Context, o Options) error {
 			errs = append(errs, err)
 		}
 	}
-	for _, f := range []string{"state.json", "agent.sock", "cache", "cni.log", "state", "agent.log", "agent.yaml", "net.d", "nodes", "cp", "kubeconfig"} {
+	for _, f := range []string{"state.json", "agent.sock", "cache", "cni.log", "state", "agent.log", "agent.yaml", "net.d", "nodes", "cp", "kubeconfig", "aggregator.yaml"} {
 		if err := os.RemoveAll(filepath.Join(o.Dir, f)); err != nil {
 			errs = append(errs, err)
 		}

@@ -51,6 +51,9 @@ func Status(ctx context.Context, o Options) error {
 		}
 		o.logf("  %-4s %s", n.Name, state)
 	}
+	if p := flowsStatus(ctx, o, s); p != "" {
+		problems = append(problems, p)
+	}
 	c := ClusterOptions{K8sBinDir: s.Cluster.K8sBinDir}
 	o.logf("nodes:")
 	nodes, err := o.nodeConditions(ctx, c)

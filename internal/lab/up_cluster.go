@@ -131,6 +131,11 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 	}); err != nil {
 		return err
 	}
+	if c.Flows {
+		if err := step("flow aggregator (aggregate mode)", func() error { return o.startAggregator(ctx, s, c, cp4.String()) }); err != nil {
+			return err
+		}
+	}
 	if err := step("Strait CRDs", func() error {
 		_, err := o.kubectl(ctx, c, "apply", "--server-side", "-f", filepath.Join(o.RepoRoot, "deploy", "crds"))
 		if err != nil {
@@ -172,6 +177,9 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 	out, _ := o.kubectl(ctx, c, "get", "nodes", "-o", "wide")
 	o.logf("\n%s\nThe lab is up in %.0f s.\n  export KUBECONFIG=%s\n  kubectl run web --image=%s -- sleep 3600\n  strait-lab status | exec n1 -- ip route | logs kubelet n1 | e2e | down",
 		strings.TrimSpace(out), time.Since(start).Seconds(), o.kubeconfigPath(), ToolsImage)
+	if c.Flows {
+		o.logf("  straitctl flows --aggregator http://127.0.0.1:%d    (IPFIX/UDP to %s; log %s)", s.Flows.APIPort, s.Flows.Downstream, s.Flows.Log)
+	}
 	return nil
 }
 
