@@ -31,6 +31,11 @@ var rules = []struct {
 		"API types depend on apimachinery only"},
 	{mod + "/internal/flow/ipfix", []string{"github.com/", "golang.org/x/", "k8s.io/", mod + "/internal/"},
 		"the IPFIX codec depends on the standard library only"},
+	{mod + "/internal/aggregator/correlate", []string{"github.com/vishvananda", "github.com/mdlayher", "github.com/ti-mo", "github.com/google/nftables",
+		"github.com/prometheus", "golang.org/x/", "k8s.io/", mod + "/internal/agent", mod + "/internal/datapath", mod + "/internal/ipam"},
+		"the aggregate-mode core is pure bookkeeping over the record layout"},
+	{mod + "/internal/flow", []string{"k8s.io/", "github.com/vishvananda/netlink", "github.com/google/nftables", mod + "/internal/agent", mod + "/internal/ipam"},
+		"the flow exporter reads conntrack only; the datapath writes the kernel, the agent resolves pods"},
 }
 
 func TestImportRules(t *testing.T) {
