@@ -37,6 +37,8 @@ type Datapath struct {
 
 	// overlay is the in-memory state of the cluster overlay (overlay_*.go).
 	overlay overlayState
+	// learnedMu serializes SetLearnedRoutes (learned_linux.go).
+	learnedMu sync.Mutex
 
 	// nftMu serializes the writers of the nftables table inet NATTable;
 	// flowTracking says EnableFlowTracking was called, so SetNAT keeps its

@@ -30,6 +30,12 @@ const (
 	// RTPROT_* value nor listed in iproute2's rt_protos. `ip route show
 	// proto 83` lists them.
 	RouteProtocol = 0x53
+	// LearnedRouteProtocol marks the routes SetLearnedRoutes installs (pod
+	// blocks of other nodes learned over BGP, native routing): 84 (0x54,
+	// 'T'). Each owner dumps and deletes only routes of its own protocol,
+	// so the overlay's Resync never touches a learned route and
+	// SetLearnedRoutes never an overlay route. `ip route show proto 84`.
+	LearnedRouteProtocol = 0x54
 
 	// VTEPDevicePrefix starts the name of every Strait VXLAN device;
 	// EnsureVTEPs deletes the ones not configured.
