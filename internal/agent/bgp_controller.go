@@ -82,24 +82,34 @@ type bgpController struct {
 	speaker bgp.Speaker
 
 	nodes, services, slices, secrets cache.Indexer
-	configs, peers, blocks           cache.Indexer
+	configs, peers, blocks, pools    cache.Indexer
 
-	mu       sync.Mutex
-	applied  bgp.Config
-	problems []string
-	setErr   error
-	learned  []bgp.Route
+	// routes installs learned routes (native routing, bgp_native.go); nil
+	// when the datapath cannot. nodeCIDREncap is the encapsulation of the
+	// Nodes' podCIDRs in node-cidr mode, else "".
+	routes        LearnedRouteDatapath
+	nodeCIDREncap string
+
+	mu          sync.Mutex
+	applied     bgp.Config
+	problems    []string
+	setErr      error
+	learned     []bgp.Route
+	nativeSkips []string
 }
 
 // startBGP starts the speaker and its controller; it runs until ctx ends.
-func (a *Agent) startBGP(ctx context.Context, c clusterClients) (*bgpController, error) {
+func (a *Agent) startBGP(ctx context.Context, c clusterClients, routes LearnedRouteDatapath) (*bgpController, error) {
 	sp, err := a.deps.BGPSpeaker(a.log.With("component", "bgp-speaker"), bgp.Options{
 		GRPCListen: a.cfg.BGP.GRPCListen, GRPCReadOnly: *a.cfg.BGP.GRPCReadOnly,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start BGP speaker: %w", err)
 	}
-	b := &bgpController{log: a.log.With("component", "bgp"), node: a.cfg.NodeName, cfg: a.cfg.BGP, c: c, speaker: sp}
+	b := &bgpController{log: a.log.With("component", "bgp"), node: a.cfg.NodeName, cfg: a.cfg.BGP, c: c, speaker: sp, routes: routes}
+	if a.cfg.IPAMMode == IPAMNodeCIDR {
+		b.nodeCIDREncap = a.cfg.NodeCIDREncapsulation
+	}
 	if err := b.start(ctx); err != nil {
 		_ = sp.Close()
 		return nil, err
@@ -140,6 +150,7 @@ func (b *bgpController) start(ctx context.Context) error {
 		{df.ForResource(gvrBGPConfigurations).Informer(), &b.configs},
 		{df.ForResource(gvrBGPPeers).Informer(), &b.peers},
 		{df.ForResource(gvrIPAMBlocks).Informer(), &b.blocks},
+		{df.ForResource(gvrIPPools).Informer(), &b.pools},
 	} {
 		if err := add(x.inf, x.dst); err != nil {
 			return err
@@ -163,6 +174,7 @@ func (b *bgpController) loop(ctx context.Context, wake chan struct{}) {
 	resync := time.NewTicker(time.Minute)
 	defer resync.Stop()
 	b.reconcile(ctx)
+	b.applyLearned(ctx)
 	b.writeStatus(ctx)
 	for {
 		select {
@@ -176,8 +188,10 @@ func (b *bgpController) loop(ctx context.Context, wake chan struct{}) {
 				return
 			}
 			b.reconcile(ctx)
+			b.applyLearned(ctx) // pools and blocks may have changed
 		case <-resync.C:
 			b.reconcile(ctx)
+			b.applyLearned(ctx) // repairs drift of the learned routes
 		case routes, ok := <-b.speaker.Learned():
 			if !ok {
 				return
@@ -185,6 +199,7 @@ func (b *bgpController) loop(ctx context.Context, wake chan struct{}) {
 			b.mu.Lock()
 			b.learned = routes
 			b.mu.Unlock()
+			b.applyLearned(ctx)
 		case <-status.C:
 			b.writeStatus(ctx)
 		}
@@ -477,13 +492,28 @@ func (a *Agent) startServiceRouting(ctx context.Context, c clusterClients) error
 			}
 		}()
 	}
+	a.mu.RLock()
+	cc := a.cluster
+	a.mu.RUnlock()
+	var routes LearnedRouteDatapath
+	if cc != nil {
+		routes, _ = cc.dp.(LearnedRouteDatapath)
+	}
 	if !a.cfg.BGP.Enabled {
+		// Routes learned while BGP was on must not outlive it.
+		if routes != nil {
+			if res, err := routes.SetLearnedRoutes(ctx, nil); err != nil {
+				a.log.Warn("learned routes of an earlier BGP configuration not removed", "error", err)
+			} else if res.Deleted > 0 {
+				a.log.Info("removed learned routes: BGP is off", "deleted", res.Deleted)
+			}
+		}
 		return nil
 	}
 	// In the background: pod networking must not wait for BGP (its CRDs
 	// may be missing, the informers slow).
 	go func() {
-		b, err := a.startBGP(ctx, c)
+		b, err := a.startBGP(ctx, c, routes)
 		if err != nil {
 			if ctx.Err() == nil {
 				a.log.Error("BGP not started; pod networking is not affected", "error", err)

@@ -177,10 +177,13 @@ func TestBGPControllerAgainstAPIServer(t *testing.T) {
 	_, err = kube.CoreV1().Services("default").UpdateStatus(ctx, svc, metav1.UpdateOptions{})
 	mustDo("service status", err)
 
+	create(gvrIPPools, "IPPool", "default", map[string]any{"cidr": "10.244.0.0/16", "encapsulation": "None"})
+	nodeNS, dp := learnedRouteNode(t)
+
 	fake := &fakeSpeaker{learned: make(chan []bgp.Route)}
 	b := &bgpController{log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), node: "n1",
 		cfg: BGPAgentConfig{StatusPeriod: Duration{200 * time.Millisecond}, Namespace: "strait-system"},
-		c:   clusterClients{kube: kube, dyn: dyn}, speaker: fake}
+		c:   clusterClients{kube: kube, dyn: dyn}, speaker: fake, routes: dp}
 	mustDo("start", b.start(ctx))
 
 	peersAndPaths := func() (peers, paths []string) {
@@ -234,6 +237,36 @@ func TestBGPControllerAgainstAPIServer(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Native routing: the mesh's routes to pod blocks reach the kernel;
+	// our own block, a prefix outside the pools and an external peer's
+	// route do not; a withdrawal removes the route.
+	learn := func(routes ...bgp.Route) {
+		t.Helper()
+		select {
+		case fake.learned <- routes:
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		}
+	}
+	mesh := func(prefix, nh, peer string) bgp.Route {
+		return bgp.Route{Prefix: netip.MustParsePrefix(prefix), NextHop: netip.MustParseAddr(nh), Peer: peer, Best: true}
+	}
+	kernel := func(what, want string) {
+		t.Helper()
+		testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+			got := strings.TrimSpace(nodeNS.MustRun(t, "ip", "route", "show", "proto", "84"))
+			if got != want {
+				return fmt.Errorf("%s: kernel learned routes %q, want %q", what, got, want)
+			}
+			return nil
+		})
+	}
+	learn(mesh("10.244.2.0/26", "198.51.100.2", "mesh-n2"), mesh("10.244.1.0/26", "198.51.100.2", "mesh-n2"),
+		mesh("10.96.0.0/16", "198.51.100.2", "mesh-n2"), mesh("10.244.9.0/26", "198.51.100.254", "frr"))
+	kernel("learned", "10.244.2.0/26 via 198.51.100.2 dev eth0")
+	learn()
+	kernel("withdrawn", "")
 
 	// The endpoint moves to n2: withdrawn here; the peer goes: removed.
 	node2 := "n2"

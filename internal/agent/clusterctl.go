@@ -409,7 +409,7 @@ func (cc *clusterController) desired() (map[string]datapath.Peer, []skipped) {
 	t := cc.topo
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return desiredPeers(t.self, t.uplink, t.nodes, t.blockList(cc.cfg.NodeCIDREncapsulation))
+	return desiredPeers(t.self, t.uplink, t.nodes, t.blockList(cc.cfg.NodeCIDREncapsulation), cc.cfg.BGP.Enabled)
 }
 
 // applyPeer programs one remote node's entries: O(1) netlink work per event.

@@ -59,8 +59,11 @@ type skipped struct {
 // (and neighbour/FDB data) to reach each remote node's blocks. Encapsulation
 // per block: VXLAN always encapsulates; VXLANCrossSubnet routes natively to
 // nodes in this node's underlay subnet and encapsulates across subnets; None
-// routes natively within the subnet and leaves other nodes to BGP.
-func desiredPeers(self nodeInfo, uplink string, nodes map[string]nodeInfo, blocks []blockInfo) (map[string]datapath.Peer, []skipped) {
+// routes natively within the subnet and leaves other nodes to BGP. With
+// bgpNative (bgp.enabled), every block routed natively (None, and
+// VXLANCrossSubnet within the subnet) is left to BGP: the BGP controller
+// installs the routes the node-to-node mesh learned (bgp_native.go).
+func desiredPeers(self nodeInfo, uplink string, nodes map[string]nodeInfo, blocks []blockInfo, bgpNative bool) (map[string]datapath.Peer, []skipped) {
 	peers := map[string]datapath.Peer{}
 	var skips []skipped
 	for _, b := range blocks {
@@ -85,6 +88,9 @@ func desiredPeers(self nodeInfo, uplink string, nodes map[string]nodeInfo, block
 		sameSubnet := mine.Subnet.IsValid() && mine.Subnet.Contains(theirs.Underlay)
 		var r datapath.PeerRoute
 		switch {
+		case bgpNative && (b.Encapsulation == EncapNone || (b.Encapsulation == EncapVXLANCrossSubnet && sameSubnet)):
+			skips = append(skips, skipped{b.CIDR, b.Node, "routed natively by BGP: the route learned over the node-to-node mesh is installed"})
+			continue
 		case b.Encapsulation == EncapNone && !sameSubnet:
 			skips = append(skips, skipped{b.CIDR, b.Node, "encapsulation None and the node is in another subnet: routed by BGP, not here"})
 			continue

@@ -81,9 +81,15 @@ func TestDesiredPeersGolden(t *testing.T) {
 		}
 	}
 	var out strings.Builder
-	for _, enc := range []string{EncapVXLAN, EncapVXLANCrossSubnet, EncapNone} {
-		fmt.Fprintf(&out, "== %s\n", enc)
-		out.WriteString(render(desiredPeers(self, "eth0", nodes, blocks(enc))))
+	for _, bgpNative := range []bool{false, true} {
+		for _, enc := range []string{EncapVXLAN, EncapVXLANCrossSubnet, EncapNone} {
+			if bgpNative {
+				fmt.Fprintf(&out, "== %s, BGP on\n", enc)
+			} else {
+				fmt.Fprintf(&out, "== %s\n", enc)
+			}
+			out.WriteString(render(desiredPeers(self, "eth0", nodes, blocks(enc), bgpNative)))
+		}
 	}
 	golden := filepath.Join("testdata", "peers.golden")
 	if *update {
