@@ -19,7 +19,12 @@ import (
 	"github.com/strait-net/strait/internal/testutil"
 )
 
-func TestMain(m *testing.M) { testutil.Main(m) }
+func TestMain(m *testing.M) {
+	if file := os.Getenv(meshNodeEnv); file != "" {
+		os.Exit(runMeshNode(file)) // a child of TestNativeRoutingMesh
+	}
+	testutil.Main(m)
+}
 
 type logWriter struct{ t testing.TB }
 
