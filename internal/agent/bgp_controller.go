@@ -174,7 +174,8 @@ func (b *bgpController) loop(ctx context.Context, wake chan struct{}) {
 	resync := time.NewTicker(time.Minute)
 	defer resync.Stop()
 	b.reconcile(ctx)
-	b.applyLearned(ctx)
+	var retry learnedRetry
+	retry.after(b.applyLearned(ctx))
 	b.writeStatus(ctx)
 	for {
 		select {
@@ -188,10 +189,12 @@ func (b *bgpController) loop(ctx context.Context, wake chan struct{}) {
 				return
 			}
 			b.reconcile(ctx)
-			b.applyLearned(ctx) // pools and blocks may have changed
+			retry.after(b.applyLearned(ctx)) // pools and blocks may have changed
 		case <-resync.C:
 			b.reconcile(ctx)
-			b.applyLearned(ctx) // repairs drift of the learned routes
+			retry.after(b.applyLearned(ctx)) // repairs drift of the learned routes
+		case <-retry.C:
+			retry.after(b.applyLearned(ctx))
 		case routes, ok := <-b.speaker.Learned():
 			if !ok {
 				return
@@ -199,7 +202,7 @@ func (b *bgpController) loop(ctx context.Context, wake chan struct{}) {
 			b.mu.Lock()
 			b.learned = routes
 			b.mu.Unlock()
-			b.applyLearned(ctx)
+			retry.after(b.applyLearned(ctx))
 		case <-status.C:
 			b.writeStatus(ctx)
 		}

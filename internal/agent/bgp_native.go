@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -135,10 +136,13 @@ func (b *bgpController) nativeInputs() nativeInputs {
 }
 
 // applyLearned installs the learned routes native routing wants and
-// removes the rest; it logs only when what is skipped changes.
-func (b *bgpController) applyLearned(ctx context.Context) {
+// removes the rest; it logs only when what is skipped changes. It reports
+// whether to try again soon: the datapath skipped a route (the prefix still
+// held by the overlay's route while an encapsulation changes, a next hop
+// not reachable yet) or failed.
+func (b *bgpController) applyLearned(ctx context.Context) (retry bool) {
 	if b.routes == nil {
-		return
+		return false
 	}
 	b.mu.Lock()
 	learned := b.learned
@@ -147,7 +151,7 @@ func (b *bgpController) applyLearned(ctx context.Context) {
 	res, err := b.routes.SetLearnedRoutes(ctx, routes)
 	if err != nil {
 		b.log.Error("learned routes not installed", "error", err)
-		return
+		return true
 	}
 	if res.Ops() > 0 {
 		b.log.Info("learned routes installed", "routes", res.Installed, "added", res.Added, "replaced", res.Replaced, "deleted", res.Deleted)
@@ -167,4 +171,21 @@ func (b *bgpController) applyLearned(ctx context.Context) {
 			b.log.Debug("learned route not installed", "why", s)
 		}
 	}
+	return len(res.Skipped) > 0
+}
+
+// learnedRetry schedules applyLearned's retries: 2 s, doubling up to a
+// minute while routes keep being skipped; none once all are installed.
+type learnedRetry struct {
+	backoff time.Duration
+	C       <-chan time.Time
+}
+
+func (r *learnedRetry) after(again bool) {
+	if !again {
+		r.backoff, r.C = 0, nil
+		return
+	}
+	r.backoff = min(max(2*r.backoff, 2*time.Second), time.Minute)
+	r.C = time.After(r.backoff)
 }
