@@ -345,6 +345,13 @@ func TestLabThreeNodes(t *testing.T) {
 		t.Fatalf("strait-lab exec n2 -- ip route:\n%s", out)
 	}
 
+	// Block use in IPAMBlock status; straitctl check connectivity (green,
+	// then a broken route named, then repaired); NAT outgoing switched off
+	// and on through the API (cluster_test.go).
+	blockAllocations(t, e, podIPs["n1"][0])
+	checkConnectivity(t, e)
+	natOutgoingOff(t, e, "p-n1", podIPs["n1"][0])
+
 	// status names a dead agent.
 	st := e.state()
 	for _, p := range st.Processes {

@@ -208,7 +208,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 }
 
 // parallel probes at once (each is an exec through the API server).
-const parallel = 8
+const parallel = 4
 
 func probeAll(ctx context.Context, c *cluster, hops []Hop) []Result {
 	results := make([]Result, len(hops))
@@ -229,13 +229,21 @@ func probeAll(ctx context.Context, c *cluster, hops []Hop) []Result {
 func probe(ctx context.Context, c *cluster, h Hop) Result {
 	const count = 3
 	r := Result{Hop: h, Sent: count}
-	out, err := c.exec(ctx, probeName(rolePod, h.From), []string{"ping", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "2", h.Dst.String()})
-	sent, recv, ok := ParsePing(out)
-	if !ok {
-		r.Error = strings.TrimSpace(fmt.Sprintf("%v %s", err, lastLine(out)))
-		return r
+	// An exec through the API server now and then ends with no output at
+	// all (seen on the lab under load): such a probe is run again.
+	var out string
+	var err error
+	for attempt := 0; attempt < 3 && ctx.Err() == nil; attempt++ {
+		out, err = c.exec(ctx, probeName(rolePod, h.From), []string{"ping", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "2", h.Dst.String()})
+		if sent, recv, ok := ParsePing(out); ok {
+			r.Sent, r.Received, r.OK = sent, recv, recv > 0
+			return r
+		}
 	}
-	r.Sent, r.Received, r.OK = sent, recv, recv > 0
+	if err == nil {
+		err = errors.New("ping printed no statistics")
+	}
+	r.Error = strings.TrimSpace(fmt.Sprintf("%v %s", err, lastLine(out)))
 	return r
 }
 
