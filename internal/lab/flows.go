@@ -24,11 +24,12 @@ const (
 	// UDP): the outside host's address; run a collector there with
 	// `strait-lab exec ext -- nfacctd ...`.
 	FlowsDownstream = "10.100.9.10:2100"
-	// The lab's timeouts, short so records show up within seconds: the
-	// aggregator exports a live connection every 10 s and a connection
-	// without news for 20 s.
+	// The lab's timeouts: the aggregator exports a live connection every
+	// 10 s, so records show up within seconds, and keeps a connection
+	// without news (the agents send an idle one once) for 60 s, so
+	// `straitctl flows --aggregator` still shows it a while after it ended.
 	flowsActiveTimeout   = "10s"
-	flowsInactiveTimeout = "20s"
+	flowsInactiveTimeout = "60s"
 	flowsAPIPort         = 10380
 )
 

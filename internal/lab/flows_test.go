@@ -24,7 +24,7 @@ func TestAggregatorConfigValid(t *testing.T) {
 	if cfg.Collector.TCP == nil || cfg.Collector.TCP.Address != "10.100.0.10:4739" || cfg.Collector.UDP == nil {
 		t.Errorf("collector %+v, want TCP and UDP on 10.100.0.10:4739", cfg.Collector)
 	}
-	if cfg.ActiveFlowRecordTimeout.Duration != 10*time.Second || cfg.InactiveFlowRecordTimeout.Duration != 20*time.Second {
+	if cfg.ActiveFlowRecordTimeout.Duration != 10*time.Second || cfg.InactiveFlowRecordTimeout.Duration != 60*time.Second {
 		t.Errorf("timeouts %v/%v", cfg.ActiveFlowRecordTimeout, cfg.InactiveFlowRecordTimeout)
 	}
 	if len(cfg.Destinations) != 2 || cfg.Destinations[0].Address != FlowsDownstream || cfg.Destinations[0].Transport != "udp" ||
