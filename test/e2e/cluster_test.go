@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/strait-net/strait/internal/ctl/check"
-	"github.com/strait-net/strait/internal/lab"
 	"github.com/strait-net/strait/internal/testutil"
 )
 
@@ -313,13 +312,4 @@ func crossSubnetWithoutRestart(t *testing.T, e *labEnv) {
 			t.Fatalf("agent on %s (pid %d) gone: %v", n, pid, err)
 		}
 	}
-}
-
-// servicesSpecs is how many specs lab.ServicesE2EFocus selects.
-const servicesSpecs = 13
-
-// upstreamServices runs the '[sig-network] Services' specs Strait's lab is
-// accepted against (lab.ServicesE2EFocus): every one of them must pass.
-func upstreamServices(t *testing.T, e *labEnv) {
-	upstreamE2E(t, e, fmt.Sprintf("%d Passed | 0 Failed", servicesSpecs), "--focus", lab.ServicesE2EFocus)
 }

@@ -372,26 +372,15 @@ func TestLabThreeNodes(t *testing.T) {
 
 // Upstream acceptance: e2e.test '[sig-network] Networking Granular Checks:
 // Pods' on a 3-node lab across two subnets with the pools in VXLAN mode
-// (every cross-node packet encapsulated), dual-stack.
+// (every cross-node packet encapsulated), dual-stack; then, on the same
+// lab, the pools switched to VXLANCrossSubnet through the API (applied by
+// the running agents) and the specs again (cluster_test.go).
 func TestUpstreamGranularChecksVXLAN(t *testing.T) {
 	e := newLabEnv(t)
 	e.mustRun("up", "--nodes", "3", "--encap", "VXLAN")
-	start := time.Now()
-	out, err := e.run("e2e")
-	t.Logf("e2e took %v", time.Since(start).Round(time.Second))
-	summary := ""
-	for _, line := range strings.Split(out, "\n") {
-		if strings.Contains(line, "Passed") && strings.Contains(line, "Failed") || strings.HasPrefix(line, "Ran ") {
-			summary += line + "\n"
-		}
-	}
-	t.Logf("upstream e2e:\n%s", summary)
-	if err != nil {
-		t.Fatalf("upstream e2e failed: %v\n%s", err, out[max(0, len(out)-6000):])
-	}
-	if !strings.Contains(out, "4 Passed | 0 Failed") {
-		t.Fatalf("expected the 4 Granular Checks: Pods specs to pass:\n%s", summary)
-	}
+	upstreamE2E(t, e, "4 Passed | 0 Failed")
+	crossSubnetWithoutRestart(t, e)
+	upstreamE2E(t, e, "4 Passed | 0 Failed")
 }
 
 // Ctrl-C during up removes what up made; up after an up that was killed
