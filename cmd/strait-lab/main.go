@@ -19,7 +19,8 @@ import (
 const usage = `usage: strait-lab [flags] COMMAND
 
   up                 bring the lab up (builds the Kubernetes binaries on first use;
-                     --flows: also the Flow Aggregator, every agent exporting to it)
+                     --flows: also the Flow Aggregator, every agent exporting to it;
+                     --router frr|bird: a BGP router peering with every node)
   down               remove everything the lab made (also after a failed up)
   status             nodes, daemons, what is unhealthy and why
   kubeconfig         print the path of the lab's kubeconfig
@@ -40,6 +41,7 @@ func main() {
 	dir := fs.String("dir", envOr("STRAIT_LAB_DIR", ".lab"), "lab folder (state, configs, logs)")
 	nodes := fs.Int("nodes", 3, "Kubernetes nodes (up)")
 	flows := fs.Bool("flows", false, "run the Flow Aggregator (aggregate mode) and make every agent export flows to it (up)")
+	router := fs.String("router", "", "run a BGP router (frr or bird) in the router namespace, peering with every node (up)")
 	encap := fs.String("encap", "VXLANCrossSubnet", "encapsulation of the default IP pools: VXLAN, VXLANCrossSubnet or None (up)")
 	pods := fs.Int("pods", 2, "pods (cni-lab)")
 	prefix := fs.String("prefix", envOr("STRAIT_LAB_PREFIX", lab.DefaultPrefix), "prefix of the lab's namespace and cgroup names")
@@ -88,7 +90,7 @@ func main() {
 
 	switch cmd {
 	case "up":
-		err = lab.UpCluster(ctx, o, lab.ClusterOptions{Nodes: *nodes, Self: self, Encapsulation: *encap, Flows: *flows})
+		err = lab.UpCluster(ctx, o, lab.ClusterOptions{Nodes: *nodes, Self: self, Encapsulation: *encap, Flows: *flows, Router: *router})
 	case "cni-lab":
 		err = lab.Up(ctx, o)
 	case "down":

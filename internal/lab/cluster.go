@@ -32,6 +32,9 @@ type ClusterOptions struct {
 	// Flows runs the Flow Aggregator and makes every agent export to it
 	// (flows.go).
 	Flows bool
+	// Router runs a BGP router ("frr" or "bird") in the router namespace
+	// peering with every node (router.go); "" for none.
+	Router string
 }
 
 func (c ClusterOptions) encap() string {
@@ -87,7 +90,7 @@ func (o *Options) bringUpNode(ctx context.Context, s *State, c ClusterOptions, n
 	files := map[string]string{
 		filepath.Join(d.containerd, "config.toml"): containerdConfig(d),
 		filepath.Join(d.root, "kubelet.yaml"):      kubeletConfig(n, d, p.CA, p.KubeletCert, p.KubeletKey, o.prefix()),
-		filepath.Join(d.root, "agent.yaml"):        agentConfig(n, d, p.AgentKubeconfig, c.encap()) + agentFlowsConfig(s.Flows.Collector),
+		filepath.Join(d.root, "agent.yaml"):        agentConfig(n, d, p.AgentKubeconfig, c.encap()) + agentFlowsConfig(s.Flows.Collector) + agentBGPConfig(c.Router),
 		filepath.Join(d.root, "resolv.conf"):       "",
 	}
 	if err := writeFiles(files); err != nil {
@@ -107,10 +110,10 @@ func (o *Options) bringUpNode(ctx context.Context, s *State, c ClusterOptions, n
 	if err := o.recordDaemon(s, "strait-agent-"+n.Name, n.NS, []string{filepath.Join(o.BinDir, "strait-agent"), "--config", filepath.Join(d.root, "agent.yaml")}, nil); err != nil {
 		return err
 	}
-	if err := o.recordDaemon(s, "kubelet-"+n.Name, n.NS, []string{filepath.Join(c.K8sBinDir, "kubelet"),
+	if err := o.recordDaemon(s, "kubelet-"+n.Name, n.NS, append([]string{filepath.Join(c.K8sBinDir, "kubelet"),
 		"--config=" + filepath.Join(d.root, "kubelet.yaml"), "--kubeconfig=" + p.KubeletKubeconfig,
 		"--root-dir=" + d.kubelet, "--cert-dir=" + filepath.Join(d.kubelet, "pki"),
-		"--node-ip=" + n.IPv4 + "," + n.IPv6, "--hostname-override=" + n.Name, "--v=2"}, nil); err != nil {
+		"--node-ip=" + n.IPv4 + "," + n.IPv6, "--hostname-override=" + n.Name, "--v=2"}, kubeletRouterArgs(c.Router, n)...), nil); err != nil {
 		return err
 	}
 	return o.recordDaemon(s, "kube-proxy-"+n.Name, n.NS, []string{filepath.Join(c.K8sBinDir, "kube-proxy"),

@@ -48,6 +48,8 @@ type State struct {
 	Cluster clusterState `json:"cluster"`
 	// Flows is set by `up --flows` (flows.go).
 	Flows flowsState `json:"flows,omitempty"`
+	// Router is set by `up --router` (router.go).
+	Router *routerState `json:"router,omitempty"`
 	// Complete is set when up finished; daemons of an incomplete up belong
 	// to an up that crashed or was killed, and the next up clears them.
 	Complete bool `json:"complete"`
@@ -181,12 +183,17 @@ func Down(ctx context.Context, o Options) error {
 			o.logf("deleted namespace %s", e.Name())
 		}
 	}
+	if s.Router != nil && s.Router.Dir != "" {
+		if err := os.RemoveAll(s.Router.Dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, p := range s.Cluster.HostPaths {
 		if err := os.RemoveAll(p); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	for _, f := range []string{"state.json", "agent.sock", "cache", "cni.log", "state", "agent.log", "agent.yaml", "net.d", "nodes", "cp", "kubeconfig", "aggregator.yaml"} {
+	for _, f := range []string{"state.json", "agent.sock", "cache", "cni.log", "state", "agent.log", "agent.yaml", "net.d", "nodes", "cp", "kubeconfig", "aggregator.yaml", "router"} {
 		if err := os.RemoveAll(filepath.Join(o.Dir, f)); err != nil {
 			errs = append(errs, err)
 		}

@@ -51,6 +51,7 @@ func Status(ctx context.Context, o Options) error {
 		}
 		o.logf("  %-4s %s", n.Name, state)
 	}
+	problems = append(problems, routerStatus(o, s)...)
 	if p := flowsStatus(ctx, o, s); p != "" {
 		problems = append(problems, p)
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +32,9 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 		return fmt.Errorf("--nodes %d: at most 40", c.Nodes)
 	}
 	if err := checkTools(); err != nil {
+		return err
+	}
+	if err := checkRouter(c.Router); err != nil {
 		return err
 	}
 	if err := o.begin(ctx); err != nil {
@@ -146,6 +150,16 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 	}); err != nil {
 		return err
 	}
+	if c.Router != "" {
+		if err := step("BGP router ("+c.Router+", AS "+strconv.Itoa(RouterASN)+") and the BGP objects", func() error {
+			if err := o.startRouter(ctx, s, c.Router); err != nil {
+				return err
+			}
+			return o.applyRouterObjects(ctx, c)
+		}); err != nil {
+			return err
+		}
+	}
 	for _, n := range nodes {
 		nf, ok := cl.Node(n.Name)
 		if !ok {
@@ -162,6 +176,13 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 	if err := step("nodes Ready", func() error { return o.waitNodesReady(ctx, c, nodes, 120*time.Second) }); err != nil {
 		return err
 	}
+	if c.Router != "" {
+		if err := step("BGP sessions from every node to the router", func() error {
+			return o.waitRouterSessions(ctx, s.Router, nodes, 60*time.Second)
+		}); err != nil {
+			return err
+		}
+	}
 	if err := step("default ServiceAccount", func() error {
 		return waitFor(ctx, 60*time.Second, func() error {
 			_, err := o.kubectl(ctx, c, "get", "serviceaccount", "default", "-n", "default")
@@ -177,6 +198,9 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 	out, _ := o.kubectl(ctx, c, "get", "nodes", "-o", "wide")
 	o.logf("\n%s\nThe lab is up in %.0f s.\n  export KUBECONFIG=%s\n  kubectl run web --image=%s -- sleep 3600\n  strait-lab status | exec n1 -- ip route | logs kubelet n1 | e2e | down",
 		strings.TrimSpace(out), time.Since(start).Seconds(), o.kubeconfigPath(), ToolsImage)
+	if c.Router != "" {
+		o.logf("  strait-lab exec router -- ip route    (routes the %s router learned; `strait-lab status` lists its sessions)", c.Router)
+	}
 	if c.Flows {
 		o.logf("  straitctl flows --aggregator http://127.0.0.1:%d    (IPFIX/UDP to %s; log %s)", s.Flows.APIPort, s.Flows.Downstream, s.Flows.Log)
 	}
