@@ -208,7 +208,7 @@ func (e *labEnv) assertNothingLeft(before state) {
 func TestLabThreeNodes(t *testing.T) {
 	e := newLabEnv(t)
 	start := time.Now()
-	e.mustRun("up", "--nodes", "3")
+	e.mustRun("up", "--nodes", "3", "--flows")
 	t.Logf("3-node lab up in %v", time.Since(start).Round(time.Second))
 
 	nodes := e.mustKubectl("get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
@@ -337,6 +337,9 @@ func TestLabThreeNodes(t *testing.T) {
 	if out, err := e.kubectl("exec", "p-n1", "--", "ping", "-c", "2", "-W", "2", "10.100.9.10"); err != nil {
 		t.Fatalf("pod -> outside host: %v\n%s", err, out)
 	}
+
+	// Flow visibility end to end: pods -> agents -> aggregator -> nfacctd and tshark (flows_test.go).
+	t.Run("flows", func(t *testing.T) { flowsEndToEnd(t, e, podIPs) })
 
 	if out, err := e.run("status"); err != nil || !strings.Contains(out, "all healthy") {
 		t.Fatalf("status of a healthy lab: %v\n%s", err, out)
