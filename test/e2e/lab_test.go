@@ -344,6 +344,37 @@ func TestLabThreeNodes(t *testing.T) {
 	if out, err := e.run("status"); err != nil || !strings.Contains(out, "all healthy") {
 		t.Fatalf("status of a healthy lab: %v\n%s", err, out)
 	}
+	// straitctl on a node answers "why is my route (not) there".
+	ctl := func(args ...string) string {
+		t.Helper()
+		sock := filepath.Join(e.dir, "nodes", "n1", "strait", "cni.sock")
+		out, err := exec.Command(filepath.Join(filepath.Dir(e.bin), "straitctl"), append([]string{"--socket", sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("straitctl %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := ctl("status"); !strings.Contains(out, "n1") || !strings.Contains(strings.ToLower(out), "ready") {
+		t.Fatalf("straitctl status:\n%s", out)
+	}
+	if out := ctl("routes", "-o", "wide"); !strings.Contains(out, "n2") || !strings.Contains(out, "n3") || !strings.Contains(out, "strait.vxlan4") {
+		t.Fatalf("straitctl routes lacks the peers:\n%s", out)
+	}
+	if out := ctl("ipam"); !strings.Contains(out, "p-n1") {
+		t.Fatalf("straitctl ipam lacks pod p-n1:\n%s", out)
+	}
+
+	// Health and metrics on each node's loopback.
+	if out := e.mustRun("exec", "n1", "--", "curl", "-sf", "127.0.0.1:9099/readyz"); strings.TrimSpace(out) != "ok" {
+		t.Fatalf("readyz: %q", out)
+	}
+	// n3: the agents of n1 and n2 were restarted above (counters start at 0).
+	metrics := e.mustRun("exec", "n3", "--", "curl", "-sf", "127.0.0.1:9099/metrics")
+	for _, want := range []string{"strait_peers 2", `strait_cni_requests_total{command="ADD",result="ok"}`, `strait_netlink_operations_total{action="add",object="route"}`} {
+		if !strings.Contains(metrics, want) {
+			t.Fatalf("metrics lack %q:\n%s", want, metrics)
+		}
+	}
 	if out := e.mustRun("exec", "n2", "--", "ip", "-4", "route", "show"); !strings.Contains(out, "default via 10.100.2.1") {
 		t.Fatalf("strait-lab exec n2 -- ip route:\n%s", out)
 	}
