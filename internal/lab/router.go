@@ -120,11 +120,17 @@ func kubeletRouterArgs(router string, n labNode) []string {
 }
 
 // routerObjects are the API objects the lab creates with a router: the
-// cluster's BGPConfiguration, one BGPPeer per node subnet (the router's
+// strait-system namespace, the cluster's BGPConfiguration, one BGPPeer per node subnet (the router's
 // address there, selecting that subnet's nodes) and the LoadBalancer pool.
 func routerObjects() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, `apiVersion: strait.dev/v1alpha1
+	// strait-system holds the LoadBalancer allocator's leader-election Lease.
+	fmt.Fprintf(&b, `apiVersion: v1
+kind: Namespace
+metadata:
+  name: strait-system
+---
+apiVersion: strait.dev/v1alpha1
 kind: BGPConfiguration
 metadata:
   name: default

@@ -1,0 +1,156 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/strait-net/strait/internal/lab"
+	"github.com/strait-net/strait/internal/lab/images"
+	"github.com/strait-net/strait/internal/testutil"
+)
+
+// `strait-lab up --router frr`: FRR in the router namespace peers with every
+// node's agent; the nodes' pod blocks and a LoadBalancer Service's address
+// (from the lab's LoadBalancerIPPool) reach FRR's kernel, and the outside
+// host behind the router reaches a pod and the Service over those routes.
+func TestLabBGPRouter(t *testing.T) {
+	e := newLabEnv(t)
+	start := time.Now()
+	e.mustRun("up", "--nodes", "3", "--router", lab.RouterFRR)
+	t.Logf("3-node lab with FRR up in %v", time.Since(start).Round(time.Second))
+
+	// Sessions: status lists one Established session per node and no problem.
+	if out := e.mustRun("status"); strings.Count(out, "Established") != 3 {
+		t.Fatalf("status:\n%s", out)
+	}
+	// Every node's pod blocks (v4 and v6) in the router's kernel via that node.
+	nodeIP := map[string][2]string{}
+	for _, n := range []string{"n1", "n2", "n3"} {
+		ips := strings.Fields(e.mustKubectl("get", "node", n, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`))
+		if len(ips) != 2 {
+			t.Fatalf("node %s addresses %v", n, ips)
+		}
+		nodeIP[n] = [2]string{ips[0], ips[1]}
+	}
+	blocks := func() [][2]string { // node, cidr
+		var out [][2]string
+		for _, line := range strings.Split(strings.TrimSpace(e.mustKubectl("get", "ipamblocks", "-o", `jsonpath={range .items[*]}{.spec.node} {.spec.cidr}{"\n"}{end}`)), "\n") {
+			if f := strings.Fields(line); len(f) == 2 {
+				out = append(out, [2]string{f[0], f[1]})
+			}
+		}
+		return out
+	}
+	routerRoute := func(prefix string) string {
+		fam := "-4"
+		if strings.Contains(prefix, ":") {
+			fam = "-6"
+		}
+		out, _ := e.run("exec", "router", "--", "ip", fam, "route", "show", prefix)
+		return out
+	}
+	// A pod per node, so every node has a block of each family.
+	for _, n := range []string{"n1", "n2", "n3"} {
+		e.mustKubectl("run", "web-"+n, "--image="+images.AgnhostImage, "--restart=Never", "--labels=app=web",
+			fmt.Sprintf(`--overrides={"spec":{"nodeName":%q}}`, n), "--", "netexec", "--http-port=8080")
+	}
+	podIPs := map[string][]string{}
+	for _, n := range []string{"n1", "n2", "n3"} {
+		e.mustKubectl("wait", "--for=condition=Ready", "pod/web-"+n, "--timeout=90s")
+		podIPs[n] = strings.Fields(e.mustKubectl("get", "pod", "web-"+n, "-o", "jsonpath={.status.podIPs[*].ip}"))
+	}
+	testutil.Eventually(t, 30*time.Second, 500*time.Millisecond, func() error {
+		seen := map[string]int{}
+		for _, b := range blocks() {
+			p := netip.MustParsePrefix(b[1])
+			via := nodeIP[b[0]][0]
+			if p.Addr().Is6() {
+				via = nodeIP[b[0]][1]
+			}
+			if got := routerRoute(b[1]); !strings.Contains(got, "via "+via) || !strings.Contains(got, "proto bgp") {
+				return fmt.Errorf("block %s of %s in the router's kernel: %q, want via %s", b[1], b[0], strings.TrimSpace(got), via)
+			}
+			seen[b[0]]++
+		}
+		for _, n := range []string{"n1", "n2", "n3"} {
+			if seen[n] < 2 {
+				return fmt.Errorf("node %s has %d blocks checked, want v4 and v6", n, seen[n])
+			}
+		}
+		return nil
+	})
+	// The outside host reaches each pod over the advertised routes (no NAT:
+	// the pod sees the outside host's address).
+	for _, n := range []string{"n1", "n2", "n3"} {
+		for _, ip := range podIPs[n] {
+			url := "http://" + netip.AddrPortFrom(netip.MustParseAddr(ip), 8080).String() + "/clientip"
+			testutil.Eventually(t, 15*time.Second, 500*time.Millisecond, func() error {
+				out, err := e.run("exec", "ext", "--", "curl", "-sS", "--max-time", "3", url)
+				if err != nil || !strings.Contains(out, "10.100.9.10") && !strings.Contains(out, "fd42:100:9::a") {
+					return fmt.Errorf("ext -> %s: %v: %s", url, err, out)
+				}
+				return nil
+			})
+		}
+	}
+	// A LoadBalancer Service: addresses from the lab pool, advertised by the
+	// nodes, reachable from the outside host through kube-proxy.
+	lbIPs := e.lbService(t)
+	for _, ip := range lbIPs {
+		a := netip.MustParseAddr(ip)
+		pool := netip.MustParsePrefix(lab.LBPoolV4)
+		if a.Is6() {
+			pool = netip.MustParsePrefix(lab.LBPoolV6)
+		}
+		if !pool.Contains(a) {
+			t.Fatalf("LoadBalancer address %s not in the lab pool %s", a, pool)
+		}
+		testutil.Eventually(t, 30*time.Second, 500*time.Millisecond, func() error {
+			if got := routerRoute(a.String()); !strings.Contains(got, "proto bgp") {
+				return fmt.Errorf("%s not in the router's kernel: %q", a, got)
+			}
+			url := "http://" + netip.AddrPortFrom(a, 80).String() + "/hostname"
+			out, err := e.run("exec", "ext", "--", "curl", "-sS", "--max-time", "3", url)
+			if err != nil || !strings.HasPrefix(strings.TrimSpace(out), "web-") {
+				return fmt.Errorf("ext -> %s: %v: %s", url, err, out)
+			}
+			return nil
+		})
+	}
+	e.mustRun("down")
+}
+
+// lbService creates a dual-stack Service of type LoadBalancer for app=web
+// (port 80 -> 8080) and returns its ingress addresses once it has both.
+func (e *labEnv) lbService(t *testing.T) []string {
+	t.Helper()
+	p := filepath.Join(e.dir, "lb-web.yaml")
+	svc := `apiVersion: v1
+kind: Service
+metadata: {name: web-lb}
+spec:
+  type: LoadBalancer
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+`
+	if err := os.WriteFile(p, []byte(svc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.mustKubectl("apply", "-f", p)
+	var ips []string
+	testutil.Eventually(t, 30*time.Second, 500*time.Millisecond, func() error {
+		ips = strings.Fields(e.mustKubectl("get", "service", "web-lb", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"))
+		if len(ips) != 2 {
+			return fmt.Errorf("web-lb ingress %v, want an IPv4 and an IPv6 address", ips)
+		}
+		return nil
+	})
+	return ips
+}
