@@ -42,7 +42,24 @@ func (r *reader) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer func() { _ = lc.Close() }()
+	// closeEvents closes the event socket while draining the channel: the
+	// library's worker blocks on a full channel and Close waits for it.
+	closeEvents := func() {
+		if lc == nil {
+			return
+		}
+		done := make(chan struct{})
+		go func(c *conntrack.Conn) { _ = c.Close(); close(done) }(lc)
+		lc = nil
+		for {
+			select {
+			case <-done:
+				return
+			case <-events:
+			}
+		}
+	}
+	defer closeEvents()
 	// Listening before the first dump: nothing falls between the two.
 	if err := r.dump(dc); err != nil {
 		return err
@@ -64,7 +81,8 @@ func (r *reader) run(ctx context.Context) error {
 				r.stats.eventErrors.Add(1)
 				r.log.Warn("conntrack event socket failed; reopening and resyncing", "error", err)
 			}
-			_ = lc.Close()
+			// Events still queued are superseded by the resync dump.
+			closeEvents()
 			errs = nil
 			retry = time.After(0)
 		case <-retry:
