@@ -14,15 +14,25 @@ import (
 	"github.com/strait-net/strait/internal/testutil"
 )
 
-// `strait-lab up --router frr`: FRR in the router namespace peers with every
-// node's agent; the nodes' pod blocks and a LoadBalancer Service's address
+// `strait-lab up --router frr` (and bird): the router namespace's daemon peers
+// with every node's agent; the nodes' pod blocks and a LoadBalancer Service's address
 // (from the lab's LoadBalancerIPPool) reach FRR's kernel, and the outside
 // host behind the router reaches a pod and the Service over those routes.
 func TestLabBGPRouter(t *testing.T) {
+	for _, kind := range []string{lab.RouterFRR, lab.RouterBIRD} {
+		t.Run(kind, func(t *testing.T) { labBGPRouter(t, kind) })
+	}
+}
+
+func labBGPRouter(t *testing.T, kind string) {
 	e := newLabEnv(t)
 	start := time.Now()
-	e.mustRun("up", "--nodes", "3", "--router", lab.RouterFRR)
-	t.Logf("3-node lab with FRR up in %v", time.Since(start).Round(time.Second))
+	e.mustRun("up", "--nodes", "3", "--router", kind)
+	t.Logf("3-node lab with %s up in %v", kind, time.Since(start).Round(time.Second))
+	proto := "proto bgp" // what zebra installs; BIRD's kernel protocol: proto bird
+	if kind == lab.RouterBIRD {
+		proto = "proto bird"
+	}
 
 	// Sessions: status lists one Established session per node and no problem.
 	if out := e.mustRun("status"); strings.Count(out, "Established") != 3 {
@@ -72,7 +82,7 @@ func TestLabBGPRouter(t *testing.T) {
 			if p.Addr().Is6() {
 				via = nodeIP[b[0]][1]
 			}
-			if got := routerRoute(b[1]); !strings.Contains(got, "via "+via) || !strings.Contains(got, "proto bgp") {
+			if got := routerRoute(b[1]); !strings.Contains(got, "via "+via) || !strings.Contains(got, proto) {
 				return fmt.Errorf("block %s of %s in the router's kernel: %q, want via %s", b[1], b[0], strings.TrimSpace(got), via)
 			}
 			seen[b[0]]++
@@ -111,7 +121,7 @@ func TestLabBGPRouter(t *testing.T) {
 			t.Fatalf("LoadBalancer address %s not in the lab pool %s", a, pool)
 		}
 		testutil.Eventually(t, 30*time.Second, 500*time.Millisecond, func() error {
-			if got := routerRoute(a.String()); !strings.Contains(got, "proto bgp") {
+			if got := routerRoute(a.String()); !strings.Contains(got, proto) {
 				return fmt.Errorf("%s not in the router's kernel: %q", a, got)
 			}
 			url := "http://" + netip.AddrPortFrom(a, 80).String() + "/hostname"
