@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +19,24 @@ import (
 
 // The lab's outside host.
 const extHost = "10.100.9.10"
+
+// syncBuffer is a bytes.Buffer a running process writes while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
 
 // straitctl runs the built straitctl on the host against the lab's API
 // server and returns its stdout and stderr apart.
@@ -151,7 +170,7 @@ func checkConnectivity(t *testing.T, e *labEnv) {
 	// Ctrl-C while the probes are deployed: they are removed all the same.
 	cmd := exec.Command(filepath.Join(filepath.Dir(e.bin), "straitctl"), "check", "connectivity")
 	cmd.Env = append(cmd.Environ(), "KUBECONFIG="+filepath.Join(e.dir, "kubeconfig"))
-	var out bytes.Buffer
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -196,7 +215,7 @@ func natOutgoingOff(t *testing.T, e *labEnv, pod string, podIP string) {
 	seen := func() string {
 		t.Helper()
 		cap := e.command("exec", "ext", "--", "timeout", "15", "tcpdump", "-l", "-n", "-i", "any", "-c", "2", "icmp and dst host "+extHost)
-		var out bytes.Buffer
+		var out syncBuffer
 		cap.Stdout, cap.Stderr = &out, &out
 		if err := cap.Start(); err != nil {
 			t.Fatal(err)
