@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/strait-net/strait/internal/leader"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -15,8 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/pager"
 )
 
@@ -82,56 +81,12 @@ func RunReleaser(ctx context.Context, cfg ReleaserConfig) error {
 		return errors.New("blocks: releaser: Kube, Dynamic and Identity are required")
 	}
 	r := &releaser{cfg: cfg, log: cfg.Log.With("component", "block-releaser", "identity", cfg.Identity), kept: map[string]string{}}
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: cfg.Namespace, Name: cfg.LeaseName},
-		Client:     cfg.Kube.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: cfg.Identity},
-	}
-	for ctx.Err() == nil {
-		var mu sync.Mutex
-		var term chan struct{} // closed when this term's leader loop returned
-		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-			Lock:            lock,
-			Name:            cfg.LeaseName,
-			LeaseDuration:   cfg.LeaseDuration,
-			RenewDeadline:   cfg.RenewDeadline,
-			RetryPeriod:     cfg.RetryPeriod,
-			ReleaseOnCancel: true,
-			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(lctx context.Context) {
-					done := make(chan struct{})
-					mu.Lock()
-					term = done
-					mu.Unlock()
-					defer close(done)
-					r.lead(lctx)
-				},
-				OnStoppedLeading: func() {},
-				OnNewLeader: func(id string) {
-					r.log.Info("block releaser leader", "leader", id)
-				},
-			},
-		})
-		if err != nil {
-			return fmt.Errorf("blocks: releaser: %w", err)
-		}
-		le.Run(ctx) // returns when ctx ends or the Lease is lost
-		// leaderelection starts OnStartedLeading in a goroutine and does not
-		// wait for it; its ctx is cancelled now, so it stops before its
-		// next delete. Wait, so two terms never overlap.
-		mu.Lock()
-		done := term
-		mu.Unlock()
-		if done != nil {
-			<-done
-		}
-		if ctx.Err() == nil {
-			r.log.Warn("lost the block releaser Lease; campaigning again")
-			select {
-			case <-ctx.Done():
-			case <-time.After(cfg.RetryPeriod):
-			}
-		}
+	if err := leader.Run(ctx, leader.Config{
+		Kube: cfg.Kube, Namespace: cfg.Namespace, Name: cfg.LeaseName, Identity: cfg.Identity,
+		LeaseDuration: cfg.LeaseDuration, RenewDeadline: cfg.RenewDeadline, RetryPeriod: cfg.RetryPeriod,
+		Log: r.log,
+	}, r.lead); err != nil {
+		return fmt.Errorf("blocks: releaser: %w", err)
 	}
 	return nil
 }
