@@ -252,7 +252,7 @@ func natOutgoingOff(t *testing.T, e *labEnv, pod string, podIP string) {
 			}
 			return nil
 		})
-		if o, err := e.kubectl("exec", pod, "--", "ping", "-c", "2", "-W", "2", extHost); err != nil {
+		if o, err := e.podRead(pod, "ping -c 2 -W 2 "+extHost); err != nil {
 			t.Fatalf("%s -> outside host: %v\n%s", pod, err, o)
 		}
 		_ = cap.Wait()

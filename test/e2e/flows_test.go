@@ -96,7 +96,7 @@ print_refresh_time[p]: 2
 	// TCP: the server counts what it received.
 	got := make(chan string, 1)
 	go func() {
-		out, err := e.kubectl("exec", "p-n2", "--", "sh", "-c", "nc -l 5201 | wc -c")
+		out, err := e.podRunToFile("p-n2", "nc -l 5201 | wc -c", "/tmp/tcp-server")
 		got <- serverResult(out, err)
 	}()
 	// Only once the server listens: a refused attempt would reuse the 5-tuple.
@@ -110,7 +110,7 @@ print_refresh_time[p]: 2
 	// read of its stdin each, 50 ms apart); the server only receives.
 	// (/usr/bin/nc: busybox's timeout would run its own nc applet.)
 	go func() {
-		out, err := e.kubectl("exec", "p-n2", "--", "sh", "-c", "timeout 8 /usr/bin/nc -u -l 5202 > /tmp/udp; wc -c < /tmp/udp")
+		out, err := e.podRunToFile("p-n2", "timeout 8 /usr/bin/nc -u -l 5202 > /tmp/udp; wc -c < /tmp/udp", "/tmp/udp-server")
 		got <- serverResult(out, err)
 	}()
 	e.waitListening("udp", udp.dport, got)
@@ -248,7 +248,7 @@ func (e *labEnv) waitListening(proto string, port uint16, server chan string) {
 			e.t.Fatalf("the %s server on p-n2 ended before listening: %s", proto, out)
 		default:
 		}
-		out, err := e.kubectl("exec", "p-n2", "--", "cat", "/proc/net/"+proto, "/proc/net/"+proto+"6")
+		out, err := e.podRead("p-n2", "cat /proc/net/"+proto+" /proc/net/"+proto+"6")
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, out)
 		}

@@ -237,7 +237,7 @@ func TestLabThreeNodes(t *testing.T) {
 			}
 		}
 		// exec: the pod's own interface carries the address kubelet reports.
-		addr := e.mustKubectl("exec", "p-"+n, "--", "ip", "-o", "addr", "show", "eth0")
+		addr := e.mustPodRead("p-"+n, "ip -o addr show eth0")
 		if !strings.Contains(addr, ips[0]+"/32") {
 			t.Fatalf("pod %s eth0:\n%s\nwant %s/32", n, addr, ips[0])
 		}
@@ -272,7 +272,7 @@ func TestLabThreeNodes(t *testing.T) {
 	}
 	ping := func(to string) {
 		t.Helper()
-		if out, err := e.kubectl("exec", "p-n1", "--", "ping", "-c", "5", "-i", "0.2", "-W", "2", to); err != nil || !strings.Contains(out, " 0% packet loss") {
+		if out, err := e.podRead("p-n1", "ping -c 5 -i 0.2 -W 2 "+to); err != nil || !strings.Contains(out, " 0% packet loss") {
 			t.Fatalf("p-n1 -> %s: %v\n%s", to, err, out)
 		}
 	}
@@ -294,10 +294,10 @@ func TestLabThreeNodes(t *testing.T) {
 	// the kernel state without flushing it).
 	pingDone := make(chan string, 1)
 	go func() {
-		out, _ := e.kubectl("exec", "p-n1", "--", "ping", "-c", "120", "-i", "0.05", "-W", "1", podIPs["n2"][0])
-		pingDone <- out
+		out, err := e.podRunToFile("p-n1", "ping -c 120 -i 0.05 -W 1 "+podIPs["n2"][0], "/tmp/ping-restart")
+		pingDone <- fmt.Sprintf("%s\n%v", out, err)
 	}()
-	time.Sleep(time.Second)
+	time.Sleep(2 * time.Second) // the ping (6 s) runs once the file is cleared
 	e.mustRun("restart", "strait-agent", "n1")
 	e.mustRun("restart", "strait-agent", "n2")
 	if out := <-pingDone; !strings.Contains(out, "120 packets transmitted, 120 packets received") {
@@ -334,7 +334,7 @@ func TestLabThreeNodes(t *testing.T) {
 	ping(podIPs["n2"][0])
 
 	// NAT outgoing (on by default): the outside host sees the node's address.
-	if out, err := e.kubectl("exec", "p-n1", "--", "ping", "-c", "2", "-W", "2", "10.100.9.10"); err != nil {
+	if out, err := e.podRead("p-n1", "ping -c 2 -W 2 10.100.9.10"); err != nil {
 		t.Fatalf("pod -> outside host: %v\n%s", err, out)
 	}
 

@@ -233,14 +233,14 @@ func probe(ctx context.Context, c *cluster, h Hop) Result {
 	// all (seen on the lab under load): such a probe is run again.
 	var out string
 	var err error
-	for attempt := 0; attempt < 5 && ctx.Err() == nil; attempt++ {
+	for attempt := 0; attempt < execAttempts && ctx.Err() == nil; attempt++ {
 		if attempt > 0 {
 			select {
 			case <-ctx.Done():
 			case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
 			}
 		}
-		out, err = c.exec(ctx, probeName(rolePod, h.From), []string{"ping", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "2", h.Dst.String()})
+		out, _, err = c.exec(ctx, probeName(rolePod, h.From), []string{"ping", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "2", h.Dst.String()})
 		if sent, recv, ok := ParsePing(out); ok {
 			r.Sent, r.Received, r.OK = sent, recv, recv > 0
 			return r

@@ -189,17 +189,61 @@ func notRunning(p *corev1.Pod) string {
 	return ""
 }
 
-// exec runs argv in the probe container of pod and returns its output.
-func (c *cluster) exec(ctx context.Context, pod string, argv []string) (string, error) {
+// exec runs argv in the probe container of pod and returns its standard
+// output and standard error, each whole (two streams, two buffers: the
+// executor copies them concurrently).
+func (c *cluster) exec(ctx context.Context, pod string, argv []string) (stdout, stderr string, err error) {
 	req := c.cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(c.ns).Name(pod).SubResource("exec").
 		VersionedParams(&corev1.PodExecOptions{Container: container, Command: argv, Stdout: true, Stderr: true}, scheme.ParameterCodec)
 	ex, err := remotecommand.NewSPDYExecutor(c.cfg, "POST", req.URL())
 	if err != nil {
-		return "", fmt.Errorf("exec in %s: %w", pod, err)
+		return "", "", fmt.Errorf("exec in %s: %w", pod, err)
 	}
-	var out bytes.Buffer
-	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &out})
-	return out.String(), err
+	var out, errOut bytes.Buffer
+	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &errOut})
+	if err != nil {
+		err = fmt.Errorf("exec in %s: %w", pod, err)
+	}
+	return out.String(), errOut.String(), err
+}
+
+// execAttempts bounds the runs of a read-only command whose output came
+// back incomplete: an exec through the API server, kubelet and the
+// container runtime now and then ends with part or all of a short-lived
+// command's output missing (seen on the lab under load).
+const execAttempts = 5
+
+// execComplete runs a read-only shell script in pod and returns its
+// standard output once the output is known to be whole: the script's
+// last line, an end marker with its exit status, came back. It runs the
+// script again (up to execAttempts, with backoff) when the marker is
+// missing.
+func (c *cluster) execComplete(ctx context.Context, pod, script string) (string, error) {
+	const marker = "===strait-check-end "
+	var lastErr error
+	for attempt := 0; attempt < execAttempts && ctx.Err() == nil; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Duration(attempt) * 300 * time.Millisecond):
+			}
+		}
+		out, errOut, err := c.exec(ctx, pod, []string{"sh", "-c", script + "\necho \"" + marker + "$?\""})
+		i := strings.LastIndex(out, marker)
+		if i < 0 {
+			lastErr = fmt.Errorf("exec in %s: output incomplete (%v): %s", pod, err, lastLine(out+errOut))
+			continue
+		}
+		status := strings.TrimSpace(out[i+len(marker):])
+		if status != "0" {
+			return out[:i], fmt.Errorf("exec in %s: %q exited %s: %s", pod, script, status, strings.TrimSpace(errOut))
+		}
+		return out[:i], nil
+	}
+	if lastErr == nil {
+		lastErr = ctx.Err()
+	}
+	return "", lastErr
 }
 
 // blocks lists the IPAM blocks (IPAMBlock objects, or Node podCIDRs when
@@ -244,9 +288,13 @@ func (c *cluster) routes(ctx context.Context, nodes []Node, bad map[string]strin
 			errs[n.Name] = why
 			continue
 		}
-		out, err := c.exec(ctx, probeName(roleHost, n.Name), []string{"sh", "-c", "ip -4 route show; echo " + routeSep + "; ip -6 route show"})
+		out, err := c.execComplete(ctx, probeName(roleHost, n.Name), "ip -4 route show && echo "+routeSep+" && ip -6 route show")
 		if err != nil {
-			errs[n.Name] = fmt.Sprintf("%v: %s", err, strings.TrimSpace(out))
+			errs[n.Name] = err.Error()
+			continue
+		}
+		if !strings.Contains(out, routeSep) {
+			errs[n.Name] = fmt.Sprintf("route listing of %s lacks its separator: %q", n.Name, lastLine(out))
 			continue
 		}
 		routes[n.Name] = ParseRoutes(strings.ReplaceAll(out, routeSep, ""))
