@@ -20,10 +20,17 @@ func (o *Options) buildImages(ctx context.Context, k8sBinDir string) ([]string, 
 		return nil, err
 	}
 	pause := filepath.Join(dir, "pause")
-	if err := inRepo(o.RepoRoot, func() error { return images.BuildPause(ctx, "go", pause) }); err != nil {
-		return nil, fmt.Errorf("build pause: %w", err)
+	wget := filepath.Join(dir, "wget")
+	err := inRepo(o.RepoRoot, func() error {
+		if err := images.BuildPause(ctx, "go", pause); err != nil {
+			return err
+		}
+		return images.BuildWget(ctx, "go", wget)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lab images: %w", err)
 	}
-	imgs, err := images.Lab(images.Options{PauseBin: pause, AgnhostBin: filepath.Join(k8sBinDir, "agnhost")})
+	imgs, err := images.Lab(images.Options{PauseBin: pause, WgetBin: wget, AgnhostBin: filepath.Join(k8sBinDir, "agnhost")})
 	if err != nil {
 		return nil, err
 	}

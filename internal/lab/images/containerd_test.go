@@ -168,7 +168,11 @@ func TestContainerd(t *testing.T) {
 	if err := BuildPause(ctx, "go", pauseBin); err != nil {
 		t.Fatal(err)
 	}
-	imgs, err := Lab(Options{PauseBin: pauseBin, Gzip: true})
+	wgetBin := filepath.Join(work, "wget")
+	if err := BuildWget(ctx, "go", wgetBin); err != nil {
+		t.Fatal(err)
+	}
+	imgs, err := Lab(Options{PauseBin: pauseBin, WgetBin: wgetBin, Gzip: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,6 +211,7 @@ ip link set lo up
 mkdir -p /tmp/www && echo served-by-busybox > /tmp/www/index.html
 httpd -p 127.0.0.1:8080 -h /tmp/www
 curl -sS --max-time 5 http://127.0.0.1:8080/index.html
+wget -q -T 1 -O - http://127.0.0.1:8080/index.html | sed 's/^/wget: /'
 nc -u -l -p 9999 -w 3 > /tmp/udp & sleep 0.5
 echo hostName | nc -u -w 1 127.0.0.1 9999 || true
 wait
@@ -219,7 +224,7 @@ id -un`
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"ok\n", "curl 7.", "OpenBSD netcat", "lo \n", "served-by-busybox", "\nhostName\n", "drwxrwxrwt", "root"} {
+	for _, want := range []string{"ok\n", "curl 7.", "OpenBSD netcat", "lo \n", "served-by-busybox", "wget: served-by-busybox", "\nhostName\n", "drwxrwxrwt", "root"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("tools container output lacks %q", want)
 		}

@@ -19,6 +19,10 @@ const Namespace = "k8s.io"
 // PausePackage is the Go package of the lab's pause program.
 const PausePackage = "github.com/strait-net/strait/internal/lab/images/pause"
 
+// WgetPackage is the Go package of the lab images' wget (busybox's crashes
+// when given -T).
+const WgetPackage = "github.com/strait-net/strait/internal/lab/images/wget"
+
 // Import loads the image tar at tarPath into the containerd listening on
 // socket, in namespace k8s.io, with `ctr images import`, which also unpacks
 // it into the default snapshotter (overlayfs) for this machine's platform,
@@ -124,13 +128,26 @@ func TarName(name string) string {
 // (CGO_ENABLED=0), into outPath with the Go toolchain goBin ("go" when empty).
 // It must run inside Strait's module (any folder of the work tree).
 func BuildPause(ctx context.Context, goBin, outPath string) error {
+	return BuildStatic(ctx, goBin, PausePackage, outPath)
+}
+
+// BuildWget builds the lab images' wget (package WgetPackage) as
+// BuildPause builds pause.
+func BuildWget(ctx context.Context, goBin, outPath string) error {
+	return BuildStatic(ctx, goBin, WgetPackage, outPath)
+}
+
+// BuildStatic builds the Go package pkg of Strait's module as a static
+// program (CGO_ENABLED=0) into outPath with the Go toolchain goBin ("go"
+// when empty). It must run inside Strait's module.
+func BuildStatic(ctx context.Context, goBin, pkg, outPath string) error {
 	if goBin == "" {
 		goBin = "go"
 	}
-	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-ldflags=-s -w", "-o", outPath, PausePackage)
+	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-ldflags=-s -w", "-o", outPath, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build pause: go build %s: %w: %s", PausePackage, err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("build %s: go build: %w: %s", pkg, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

@@ -29,6 +29,10 @@ type Options struct {
 	// AgnhostBin is a static agnhost (k8s.io/kubernetes/test/images/agnhost);
 	// empty leaves the agnhost image out.
 	AgnhostBin string
+	// WgetBin is a static wget (BuildWget); when set it is /bin/wget of the
+	// tools and agnhost images instead of busybox's applet, which crashes
+	// (SIGSEGV) whenever -T is given (Debian busybox 1.35).
+	WgetBin string
 	// BusyboxBin, CurlBin, NcBin and ShBin are host programs, found on PATH
 	// when empty: busybox (Debian busybox-static), curl, nc.openbsd (Debian
 	// netcat-openbsd: busybox's nc has no -u/-v, which e2e dials use) and
@@ -117,7 +121,7 @@ func Lab(o Options) ([]Image, error) {
 
 // Userland is what the e2e tests exec in their pods: dash as /bin/sh,
 // busybox's other applets in /bin (grep, sed, awk, wget, nslookup, ip, ps,
-// sleep, seq, ...), curl and OpenBSD nc in /usr/bin, each with its shared
+// sleep, seq, ...) with o.WgetBin as /bin/wget when set, curl and OpenBSD nc in /usr/bin, each with its shared
 // libraries and the loader, /usr/bin/env, /tmp and /root. Empty program
 // paths in o are looked up on PATH.
 func Userland(o Options) ([]File, error) {
@@ -125,9 +129,16 @@ func Userland(o Options) ([]File, error) {
 	if err != nil {
 		return nil, err
 	}
-	files, err := Busybox(o.BusyboxBin, "sh", "nc")
+	skip := []string{"sh", "nc"}
+	if o.WgetBin != "" {
+		skip = append(skip, "wget")
+	}
+	files, err := Busybox(o.BusyboxBin, skip...)
 	if err != nil {
 		return nil, err
+	}
+	if o.WgetBin != "" {
+		files = append(files, File{Path: "/bin/wget", Source: o.WgetBin, Mode: 0o755})
 	}
 	for _, b := range []struct{ src, dst string }{
 		{o.ShBin, "/bin/sh"}, {o.CurlBin, "/usr/bin/curl"}, {o.NcBin, "/usr/bin/nc"},
