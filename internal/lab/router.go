@@ -120,17 +120,11 @@ func kubeletRouterArgs(router string, n labNode) []string {
 }
 
 // routerObjects are the API objects the lab creates with a router: the
-// strait-system namespace, the cluster's BGPConfiguration, one BGPPeer per node subnet (the router's
+// cluster's BGPConfiguration, one BGPPeer per node subnet (the router's
 // address there, selecting that subnet's nodes) and the LoadBalancer pool.
 func routerObjects() string {
 	var b strings.Builder
-	// strait-system holds the LoadBalancer allocator's leader-election Lease.
-	fmt.Fprintf(&b, `apiVersion: v1
-kind: Namespace
-metadata:
-  name: strait-system
----
-apiVersion: strait.dev/v1alpha1
+	fmt.Fprintf(&b, `apiVersion: strait.dev/v1alpha1
 kind: BGPConfiguration
 metadata:
   name: default
@@ -171,6 +165,13 @@ spec:
 `, LBPoolV4, LBPoolV6)
 	return b.String()
 }
+
+// systemNamespace is Strait's namespace, made on every lab.
+const systemNamespace = `apiVersion: v1
+kind: Namespace
+metadata:
+  name: strait-system
+`
 
 // routerPeerOf is the router's address a node peers with (its subnet's .1).
 func routerPeerOf(n labNode) string {

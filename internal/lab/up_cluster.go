@@ -140,9 +140,18 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 			return err
 		}
 	}
-	if err := step("Strait CRDs", func() error {
+	if err := step("Strait CRDs and the strait-system namespace", func() error {
 		_, err := o.kubectl(ctx, c, "apply", "--server-side", "-f", filepath.Join(o.RepoRoot, "deploy", "crds"))
 		if err != nil {
+			return err
+		}
+		// strait-system holds the agents' leader-election Leases (the
+		// LoadBalancer allocator, the block releaser) as in deploy/strait.yaml.
+		ns := filepath.Join(o.Dir, "strait-system.yaml")
+		if err := writeFiles(map[string]string{ns: systemNamespace}); err != nil {
+			return err
+		}
+		if _, err := o.kubectl(ctx, c, "apply", "-f", ns); err != nil {
 			return err
 		}
 		_, err = o.kubectl(ctx, c, "wait", "--for=condition=Established", "crd/ippools.strait.dev", "crd/ipamblocks.strait.dev", "--timeout=30s")

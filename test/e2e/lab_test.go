@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -363,6 +364,21 @@ func TestLabThreeNodes(t *testing.T) {
 	if out := ctl("ipam"); !strings.Contains(out, "p-n1") {
 		t.Fatalf("straitctl ipam lacks pod p-n1:\n%s", out)
 	}
+
+	// The lab makes strait-system: the agents elect a leader for the block
+	// releaser and the LoadBalancer allocator there.
+	testutil.Eventually(t, 30*time.Second, 500*time.Millisecond, func() error {
+		out, err := e.kubectl("get", "lease", "-n", "strait-system", "-o", `jsonpath={range .items[*]}{.metadata.name}={.spec.holderIdentity}{"\n"}{end}`)
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		for _, lease := range []string{"strait-block-releaser", "strait-lb-ipam"} {
+			if !regexp.MustCompile(`(?m)^` + lease + `=n[123]$`).MatchString(out) {
+				return fmt.Errorf("no node holds the %s Lease in strait-system:\n%s", lease, out)
+			}
+		}
+		return nil
+	})
 
 	// Health and metrics on each node's loopback.
 	if out := e.mustRun("exec", "n1", "--", "curl", "-sf", "127.0.0.1:9099/readyz"); strings.TrimSpace(out) != "ok" {
