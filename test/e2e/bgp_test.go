@@ -132,7 +132,54 @@ func labBGPRouter(t *testing.T, kind string) {
 			return nil
 		})
 	}
+	lbWithdrawals(t, e, lbIPs, nodeIP, routerRoute)
 	e.mustRun("down")
+}
+
+// lbWithdrawals: with externalTrafficPolicy Local only nodes with a ready
+// endpoint advertise the Service's addresses; the endpoint on n3 deleted,
+// n3 withdraws them (the router keeps the paths via n1 and n2 and the
+// outside host still reaches the Service); the Service deleted, every node
+// withdraws them and the router's kernel has no route left.
+func lbWithdrawals(t *testing.T, e *labEnv, lbIPs []string, nodeIP map[string][2]string, routerRoute func(string) string) {
+	t.Helper()
+	viaOf := func(n string, a netip.Addr) string {
+		if a.Is6() {
+			return "via " + nodeIP[n][1] + " "
+		}
+		return "via " + nodeIP[n][0] + " "
+	}
+	e.mustKubectl("patch", "service", "web-lb", "--type=merge", "-p", `{"spec":{"externalTrafficPolicy":"Local"}}`)
+	e.mustKubectl("delete", "pod", "web-n3", "--wait=true", "--timeout=60s")
+	start := time.Now()
+	for _, ip := range lbIPs {
+		a := netip.MustParseAddr(ip)
+		testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, func() error {
+			got := routerRoute(a.String()) + " "
+			if strings.Contains(got, viaOf("n3", a)) || !strings.Contains(got, viaOf("n1", a)) || !strings.Contains(got, viaOf("n2", a)) {
+				return fmt.Errorf("router's route to %s with the endpoint on n3 gone (Local policy): %q, want via n1 and n2 only", a, strings.TrimSpace(got))
+			}
+			url := "http://" + netip.AddrPortFrom(a, 80).String() + "/hostname"
+			out, err := e.run("exec", "ext", "--", "curl", "-sS", "--max-time", "3", url)
+			if err != nil || !strings.HasPrefix(strings.TrimSpace(out), "web-") {
+				return fmt.Errorf("ext -> %s: %v: %s", url, err, out)
+			}
+			return nil
+		})
+	}
+	t.Logf("externalTrafficPolicy Local, endpoint on n3 deleted: n3's paths withdrawn at the router in %v", time.Since(start).Round(100*time.Millisecond))
+
+	e.mustKubectl("delete", "service", "web-lb")
+	start = time.Now()
+	for _, ip := range lbIPs {
+		testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, func() error {
+			if got := strings.TrimSpace(routerRoute(ip)); got != "" {
+				return fmt.Errorf("Service deleted, the router still routes %s: %q", ip, got)
+			}
+			return nil
+		})
+	}
+	t.Logf("Service deleted: its addresses withdrawn at the router in %v", time.Since(start).Round(100*time.Millisecond))
 }
 
 // lbService creates a dual-stack Service of type LoadBalancer for app=web
