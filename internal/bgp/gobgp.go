@@ -161,6 +161,17 @@ func (s *gobgpSpeaker) ensureStarted(ctx context.Context, p plan) error {
 	return nil
 }
 
+// stopKeepingRoutes ends the sessions for Close (the agent stopping, as in
+// a rolling update): a peer with graceful restart gets no NOTIFICATION, its
+// TCP session just closes, so it keeps our routes as stale for the restart
+// time exactly as after a crash, and the restarted speaker refreshes them;
+// a peer without graceful restart gets a Cease and withdraws at once.
+func (s *gobgpSpeaker) stopKeepingRoutes() {
+	if err := s.srv.StopBgp(context.Background(), &api.StopBgpRequest{AllowGracefulRestart: true}); err != nil {
+		s.log.Debug("bgp stop", "error", err) // not started: nothing to end
+	}
+}
+
 func (s *gobgpSpeaker) applyPeers(ctx context.Context, p plan) {
 	want := map[netip.Addr]*api.Peer{}
 	s.peerErr = map[netip.Addr]string{}

@@ -77,33 +77,25 @@ func TestGracefulRestartAndBFD(t *testing.T) {
 		return err
 	})
 
-	t.Run("graceful-restart", func(t *testing.T) {
-		child.Kill()
-		testutil.Eventually(t, 5*time.Second, 100*time.Millisecond, func() error {
-			present, stale, err := frrPathStale(frr, pod4)
-			if err == nil && (!present || !stale) {
-				err = fmt.Errorf("%s at FRR after SIGKILL: present %t stale %t", pod4, present, stale)
-			}
-			return err
-		})
-		time.Sleep(2 * time.Second)
-		for _, pfx := range []string{pod4, pod6} {
-			if kr, err := frr.KernelRoute(pfx); err != nil || kr == "" {
-				t.Fatalf("FRR dropped %s from its kernel during graceful restart: %q %v", pfx, kr, err)
-			}
+	// Close (SIGTERM: the agent stopping, as in a rolling update) ends the
+	// session without a NOTIFICATION, so FRR keeps the routes as stale just
+	// as after a crash; SIGKILL likewise.
+	for _, stop := range []struct {
+		name string
+		do   func()
+	}{
+		{"graceful-stop", func() { child.Signal(syscall.SIGTERM); waitExited(t, child) }},
+		{"graceful-restart", child.Kill},
+	} {
+		t.Run(stop.name, func(t *testing.T) { keptStaleAcrossRestart(t, frr, child, stop.do) })
+	}
+	// BFD needs the session up again (the last subtest restarted the speaker).
+	testutil.Eventually(t, 15*time.Second, 100*time.Millisecond, func() error {
+		present, stale, err := frrPathStale(frr, pod4)
+		if err == nil && (!present || stale) {
+			err = fmt.Errorf("%s at FRR: present %t stale %t", pod4, present, stale)
 		}
-		start := time.Now()
-		if err := child.Restart(); err != nil {
-			t.Fatal(err)
-		}
-		testutil.Eventually(t, 15*time.Second, 100*time.Millisecond, func() error {
-			present, stale, err := frrPathStale(frr, pod4)
-			if err == nil && (!present || stale) {
-				err = fmt.Errorf("%s at FRR after restart: present %t stale %t", pod4, present, stale)
-			}
-			return err
-		})
-		t.Logf("stale flag cleared %v after the restart", time.Since(start).Round(10*time.Millisecond))
+		return err
 	})
 
 	t.Run("bfd", func(t *testing.T) {
@@ -129,5 +121,47 @@ func TestGracefulRestartAndBFD(t *testing.T) {
 		if took >= time.Second {
 			t.Fatalf("BFD detection took %v, want < 1s", took)
 		}
+	})
+}
+
+// keptStaleAcrossRestart stops the child speaker with stop, checks that FRR
+// keeps its routes as stale and in its kernel, restarts the child and waits
+// until the stale flag is cleared.
+func keptStaleAcrossRestart(t *testing.T, frr *bgptest.FRR, child *testutil.Process, stop func()) {
+	stop()
+	testutil.Eventually(t, 5*time.Second, 100*time.Millisecond, func() error {
+		present, stale, err := frrPathStale(frr, pod4)
+		if err == nil && (!present || !stale) {
+			err = fmt.Errorf("%s at FRR after the stop: present %t stale %t", pod4, present, stale)
+		}
+		return err
+	})
+	time.Sleep(2 * time.Second)
+	for _, pfx := range []string{pod4, pod6} {
+		if kr, err := frr.KernelRoute(pfx); err != nil || kr == "" {
+			t.Fatalf("FRR dropped %s from its kernel during graceful restart: %q %v", pfx, kr, err)
+		}
+	}
+	start := time.Now()
+	if err := child.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, 100*time.Millisecond, func() error {
+		present, stale, err := frrPathStale(frr, pod4)
+		if err == nil && (!present || stale) {
+			err = fmt.Errorf("%s at FRR after restart: present %t stale %t", pod4, present, stale)
+		}
+		return err
+	})
+	t.Logf("stale flag cleared %v after the restart", time.Since(start).Round(10*time.Millisecond))
+}
+
+// waitExited waits until the child process has exited.
+func waitExited(t *testing.T, p *testutil.Process) {
+	testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if !p.Exited() {
+			return fmt.Errorf("speaker %d still running", p.PID())
+		}
+		return nil
 	})
 }

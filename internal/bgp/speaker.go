@@ -165,6 +165,7 @@ func (s *gobgpSpeaker) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	<-s.done
+	s.stopKeepingRoutes()
 	s.srv.Stop()
 	close(s.learned)
 	return nil
