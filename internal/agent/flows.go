@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/strait-net/strait/internal/aggregator/api"
@@ -47,13 +49,22 @@ type FlowsConfig struct {
 	PodLabels bool `json:"podLabels,omitempty"`
 	// MaxFlows bounds the flow table (default 1,000,000).
 	MaxFlows int `json:"maxFlows,omitempty"`
-	// TLS: PEM files for transport tls.
+	// TLS: the certificates for transport tls, from PEM files or a Secret.
 	TLS FlowsTLS `json:"tls,omitempty"`
 }
 
+// flowsSecretNamespace holds flows.tls.secretName (the agent's namespace,
+// as for the BGP passwords).
+const flowsSecretNamespace = "strait-system"
+
 // FlowsTLS are the certificates of the tls transport: CAFile verifies the
 // collector; CertFile and KeyFile authenticate this agent (mutual TLS).
+// SecretName instead takes them from a Secret in strait-system with the
+// keys ca.crt, tls.crt and tls.key (the layout cert-manager writes). Files
+// and the Secret are read again on every connection attempt, so rotated
+// certificates are used from the next reconnect on.
 type FlowsTLS struct {
+	SecretName string `json:"secretName,omitempty"`
 	CAFile     string `json:"caFile,omitempty"`
 	CertFile   string `json:"certFile,omitempty"`
 	KeyFile    string `json:"keyFile,omitempty"`
@@ -73,8 +84,14 @@ func (f *FlowsConfig) validate() error {
 		f.Transport = flow.TransportTCP
 	case flow.TransportTCP, flow.TransportUDP:
 	case flow.TransportTLS:
+		if f.TLS.SecretName != "" {
+			if f.TLS.CAFile != "" || f.TLS.CertFile != "" || f.TLS.KeyFile != "" {
+				return fmt.Errorf("flows.tls.secretName: give the Secret or the files (caFile, certFile, keyFile), not both")
+			}
+			break
+		}
 		if f.TLS.CAFile == "" {
-			return fmt.Errorf("flows.tls.caFile: required with transport tls")
+			return fmt.Errorf("flows.tls.caFile: required with transport tls (or flows.tls.secretName)")
 		}
 		if (f.TLS.CertFile == "") != (f.TLS.KeyFile == "") {
 			return fmt.Errorf("flows.tls: give both certFile and keyFile, or neither")
@@ -130,6 +147,44 @@ type flows struct {
 	pods  *podIndex
 }
 
+// source returns how the exporter gets its TLS configuration on each
+// connection attempt. Files are checked once here, so a bad path fails the
+// start; a Secret may appear later (the exporter retries with backoff).
+func (t FlowsTLS) source(cc *clusterController) (func(context.Context) (*tls.Config, error), error) {
+	if t.SecretName == "" {
+		if _, err := flow.ClientTLS(t.CAFile, t.CertFile, t.KeyFile, t.ServerName); err != nil {
+			return nil, fmt.Errorf("flows.tls: %w", err)
+		}
+		return func(context.Context) (*tls.Config, error) {
+			return flow.ClientTLS(t.CAFile, t.CertFile, t.KeyFile, t.ServerName)
+		}, nil
+	}
+	if cc == nil {
+		return nil, fmt.Errorf("flows.tls.secretName: needs the Kubernetes API (a cluster IPAM mode)")
+	}
+	kube := cc.c.kube
+	return func(ctx context.Context) (*tls.Config, error) {
+		return tlsFromSecret(ctx, kube, flowsSecretNamespace, t.SecretName, t.ServerName)
+	}, nil
+}
+
+// tlsFromSecret builds the exporter's TLS configuration from the Secret
+// namespace/name: ca.crt is required, tls.crt and tls.key both or neither.
+func tlsFromSecret(ctx context.Context, kube kubernetes.Interface, namespace, name, serverName string) (*tls.Config, error) {
+	s, err := kube.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("flows.tls.secretName: Secret %s/%s: %w", namespace, name, err)
+	}
+	if len(s.Data["ca.crt"]) == 0 {
+		return nil, fmt.Errorf("flows.tls.secretName: Secret %s/%s has no key ca.crt", namespace, name)
+	}
+	cfg, err := flow.ClientTLSFromPEM(s.Data["ca.crt"], s.Data["tls.crt"], s.Data["tls.key"], serverName)
+	if err != nil {
+		return nil, fmt.Errorf("flows.tls.secretName: Secret %s/%s: %w", namespace, name, err)
+	}
+	return cfg, nil
+}
+
 // startFlows enables flow tracking in the datapath and starts the exporter
 // (when configured). It runs until ctx ends.
 func (a *Agent) startFlows(ctx context.Context, dp PodDatapath, alloc *ipam.Allocator, cc *clusterController) error {
@@ -151,8 +206,8 @@ func (a *Agent) startFlows(ctx context.Context, dp PodDatapath, alloc *ipam.Allo
 	ecfg := flow.ExportConfig{Address: fc.Collector, Transport: fc.Transport, ObservationDomain: fc.ObservationDomain,
 		TemplateRefresh: fc.TemplateRefresh.Duration}
 	if fc.Transport == flow.TransportTLS {
-		if ecfg.TLS, err = flow.ClientTLS(fc.TLS.CAFile, fc.TLS.CertFile, fc.TLS.KeyFile, fc.TLS.ServerName); err != nil {
-			return fmt.Errorf("flows.tls: %w", err)
+		if ecfg.TLSSource, err = fc.TLS.source(cc); err != nil {
+			return err
 		}
 	}
 	f := &flows{scope: &flow.PrefixScope{}, pods: newPodIndex(a.cfg.NodeName, alloc)}

@@ -1,16 +1,10 @@
 package aggregator
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -21,6 +15,7 @@ import (
 
 	"github.com/strait-net/strait/internal/aggregator/api"
 	"github.com/strait-net/strait/internal/flow/ipfix"
+	"github.com/strait-net/strait/internal/testutil"
 )
 
 // TestAggregateModeCorrelates: the source node and the destination node each report their side of one
@@ -41,7 +36,8 @@ api: {address: "127.0.0.1:0"}
 	rev := func(id, l uint16) ipfix.FieldSpec { return ipfix.FieldSpec{ID: id, Length: l, PEN: ipfix.ReversePEN} }
 	tm, err := ipfix.NewTemplate(256, 0, ie(8, 4), ie(12, 4), ie(7, 2), ie(11, 2), ie(4, 1), ie(152, 8), ie(153, 8),
 		ie(85, 8), ie(86, 8), rev(85, 8), rev(86, 8), ie(61, 1), ie(136, 1), st(ipfix.IEFlowType, 1),
-		st(1, ipfix.VarLen), st(2, ipfix.VarLen), st(3, ipfix.VarLen), st(4, ipfix.VarLen), st(5, ipfix.VarLen), st(6, ipfix.VarLen))
+		st(ipfix.IESourcePodName, ipfix.VarLen), st(ipfix.IESourcePodNamespace, ipfix.VarLen), st(ipfix.IESourceNodeName, ipfix.VarLen),
+		st(ipfix.IEDestinationPodName, ipfix.VarLen), st(ipfix.IEDestinationPodNamespace, ipfix.VarLen), st(ipfix.IEDestinationNodeName, ipfix.VarLen))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,20 +119,22 @@ api: {address: "127.0.0.1:0"}
 // collector over a TLS destination; one without a certificate is refused.
 func TestTLSMutualAuth(t *testing.T) {
 	dir := t.TempDir()
-	ca, caKey := writeCA(t, dir)
-	srvCert, srvKey := writeLeaf(t, dir, "server", ca, caKey)
-	cliCert, cliKey := writeLeaf(t, dir, "client", ca, caKey)
-	caFile := filepath.Join(dir, "ca.pem")
+	ca := testutil.NewCA(t)
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	caFile := write("ca.pem", ca.PEM)
+	srv := ca.Issue("server", x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+	cli := ca.Issue("client", x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+	srvCert, srvKey := write("server.pem", srv.CertPEM), write("server-key.pem", srv.KeyPEM)
+	cliCert, cliKey := write("client.pem", cli.CertPEM), write("client-key.pem", cli.KeyPEM)
 
 	// The downstream collector speaks TLS too.
-	srvPair, err := tls.LoadX509KeyPair(srvCert, srvKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := certPool(caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srvPair, pool := srv.TLS, ca.Pool()
 	col := newTestCollector(t, "tcp", nil)
 	col.close() // replaced by a TLS listener below
 	tln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{srvPair},
@@ -162,10 +160,7 @@ destinations:
 api: {address: "127.0.0.1:0"}
 `, srvCert, srvKey, caFile, tln.Addr().String(), cliCert, cliKey, caFile), Options{})
 
-	cliPair, err := tls.LoadX509KeyPair(cliCert, cliKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cliPair := cli.TLS
 	e := newTestExporter(t, "tcp", a.Addr("tls"), 9)
 	e.dial = func(network, addr string) (net.Conn, error) {
 		return tls.Dial(network, addr, &tls.Config{Certificates: []tls.Certificate{cliPair}, RootCAs: pool, ServerName: "localhost"})
@@ -192,42 +187,5 @@ api: {address: "127.0.0.1:0"}
 	client := &http.Client{Timeout: 5 * time.Second}
 	if got := metric(t, client, a.Addr("api"), "strait_aggregator_records_received_total"); got != 20 {
 		t.Fatalf("received %v records, want 20", got)
-	}
-}
-
-func writeCA(t *testing.T, dir string) (*x509.Certificate, *ecdsa.PrivateKey) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "strait test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writePEM(t, filepath.Join(dir, "ca.pem"), "CERTIFICATE", der)
-	ca, _ := x509.ParseCertificate(der)
-	return ca, key
-}
-
-func writeLeaf(t *testing.T, dir, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey) (string, string) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, keyFile := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
-	writePEM(t, cert, "CERTIFICATE", der)
-	kb, _ := x509.MarshalECPrivateKey(key)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kb)
-	return cert, keyFile
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -169,7 +169,7 @@ func TestRealExportersThroughProxy(t *testing.T) {
 	prims := filepath.Join(dir, "primitives.lst")
 	nfacctdOut := filepath.Join(dir, "nfacctd.json")
 	writeFile(t, prims, "name=orig_odid field_type=405 len=4 semantics=u_int\nname=orig_exp_ip field_type=403 len=4 semantics=ip\n"+
-		"name=src_pod field_type=99999:1 len=vlen semantics=str\n")
+		"name=src_pod field_type=99999:101 len=vlen semantics=str\n")
 	writeFile(t, filepath.Join(dir, "nfacctd.conf"), fmt.Sprintf(`daemonize: false
 nfacctd_ip: 127.0.0.1
 nfacctd_port: 2100
@@ -244,7 +244,7 @@ nfprobe_timeouts[np]: tcp=2:udp=2:icmp=2:general=2:maxlife=5:expint=1
 		return nil
 	})
 
-	// Strait's own exporter (the codec) adds records with an enterprise element (sourcePodName, 99999:1).
+	// Strait's own exporter (the codec) adds records with an enterprise element (sourcePodName, 99999:101).
 	strait := newTestExporter(t, "udp", "127.0.0.1:4739", 77)
 	strait.dial = func(network, addr string) (net.Conn, error) {
 		var c net.Conn
@@ -328,7 +328,7 @@ nfprobe_timeouts[np]: tcp=2:udp=2:icmp=2:general=2:maxlife=5:expint=1
 	eventually(t, 10*time.Second, func() error {
 		pk, n, pods := nfacctdPackets(t, nfacctdOut)
 		if !pods["pod-3"] {
-			return fmt.Errorf("nfacctd did not decode sourcePodName (99999:1): pods %v", pods)
+			return fmt.Errorf("nfacctd did not decode sourcePodName (99999:101): pods %v", pods)
 		}
 		want := 0
 		for _, r := range all {
@@ -368,7 +368,7 @@ nfprobe_timeouts[np]: tcp=2:udp=2:icmp=2:general=2:maxlife=5:expint=1
 }
 
 // nfacctdPackets sums packets of nfacctd's JSON lines that carry the 403/405 primitives and collects the
-// src_pod values (Strait's enterprise element 99999:1).
+// src_pod values (Strait's enterprise element 99999:101).
 func nfacctdPackets(t *testing.T, path string) (packets, lines int, pods map[string]bool) {
 	pods = map[string]bool{}
 	for _, l := range readLines(t, path) {

@@ -31,6 +31,10 @@ type ExportConfig struct {
 	// TLS is the client configuration for tls (certificates for mutual
 	// authentication, root CAs, server name).
 	TLS *tls.Config
+	// TLSSource, when set instead of TLS, is asked for the configuration
+	// on every connection attempt, so rotated certificates (files or a
+	// Secret) are picked up on the next reconnect.
+	TLSSource func(ctx context.Context) (*tls.Config, error)
 	// ObservationDomain of the messages (default 1).
 	ObservationDomain uint32
 	// TemplateRefresh resends the templates this often over UDP (default
@@ -50,7 +54,7 @@ func (c *ExportConfig) defaults() error {
 		c.Transport = TransportTCP
 	case TransportTCP, TransportUDP:
 	case TransportTLS:
-		if c.TLS == nil {
+		if c.TLS == nil && c.TLSSource == nil {
 			return fmt.Errorf("transport tls needs a TLS configuration")
 		}
 	default:
@@ -137,6 +141,12 @@ func (s *sender) dial(ctx context.Context) (net.Conn, error) {
 		return d.DialContext(ctx, "udp", s.cfg.Address)
 	case TransportTLS:
 		cfg := s.cfg.TLS
+		if s.cfg.TLSSource != nil {
+			var err error
+			if cfg, err = s.cfg.TLSSource(ctx); err != nil {
+				return nil, fmt.Errorf("TLS configuration: %w", err)
+			}
+		}
 		if cfg.ServerName == "" {
 			cfg = cfg.Clone()
 			cfg.ServerName, _, _ = net.SplitHostPort(s.cfg.Address)
@@ -266,27 +276,48 @@ func (w *countingWriter) Write(b []byte) (int, error) {
 // serverName overrides the name checked in the collector's certificate
 // (default: the host of the collector address).
 func ClientTLS(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	var ca, cert, key []byte
+	var err error
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
+		if ca, err = os.ReadFile(caFile); err != nil {
 			return nil, fmt.Errorf("read CA file: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s: no PEM certificate", caFile)
-		}
-		cfg.RootCAs = pool
 	}
 	if (certFile == "") != (keyFile == "") {
 		return nil, fmt.Errorf("client certificate and key: give both or neither")
 	}
 	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("load client certificate: %w", err)
+		if cert, err = os.ReadFile(certFile); err != nil {
+			return nil, fmt.Errorf("read client certificate: %w", err)
 		}
-		cfg.Certificates = []tls.Certificate{cert}
+		if key, err = os.ReadFile(keyFile); err != nil {
+			return nil, fmt.Errorf("read client key: %w", err)
+		}
+	}
+	return ClientTLSFromPEM(ca, cert, key, serverName)
+}
+
+// ClientTLSFromPEM is ClientTLS from PEM bytes (for example the ca.crt,
+// tls.crt and tls.key of a Secret): ca may be empty (system roots), cert
+// and key both or neither.
+func ClientTLSFromPEM(ca, cert, key []byte, serverName string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if len(ca) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(ca) {
+			return nil, fmt.Errorf("CA: no PEM certificate")
+		}
+		cfg.RootCAs = pool
+	}
+	if (len(cert) == 0) != (len(key) == 0) {
+		return nil, fmt.Errorf("client certificate and key: give both or neither")
+	}
+	if len(cert) > 0 {
+		pair, err := tls.X509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
 	}
 	return cfg, nil
 }

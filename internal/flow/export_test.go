@@ -2,24 +2,21 @@ package flow
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/strait-net/strait/internal/flow/flowrec"
+	"github.com/strait-net/strait/internal/testutil"
 )
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -63,54 +60,18 @@ func startSender(t *testing.T, cfg ExportConfig) (*sender, *counters) {
 func certs(t *testing.T) (dir string, server *tls.Config) {
 	t.Helper()
 	dir = t.TempDir()
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	caKey := newKey()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "flow test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	write := func(name, typ string, b []byte) {
-		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
+	ca := testutil.NewCA(t)
+	write := func(name string, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write("ca.crt", "CERTIFICATE", caDER)
-	issue := func(name string, serial int64, usage x509.ExtKeyUsage) tls.Certificate {
-		k := newKey()
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kb, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		write(name+".crt", "CERTIFICATE", der)
-		write(name+".key", "EC PRIVATE KEY", kb)
-		c, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	srv := issue("collector", 2, x509.ExtKeyUsageServerAuth)
-	issue("exporter", 3, x509.ExtKeyUsageClientAuth)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return dir, &tls.Config{Certificates: []tls.Certificate{srv}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
+	write("ca.crt", ca.PEM)
+	srv := ca.Issue("collector", x509.ExtKeyUsageServerAuth)
+	exp := ca.Issue("exporter", x509.ExtKeyUsageClientAuth)
+	write("exporter.crt", exp.CertPEM)
+	write("exporter.key", exp.KeyPEM)
+	return dir, &tls.Config{Certificates: []tls.Certificate{srv.TLS}, ClientCAs: ca.Pool(), ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 }
 
 // TestSenderTransports: records reach a collector decoded and intact over
@@ -182,6 +143,28 @@ func TestSenderTransports(t *testing.T) {
 		// (With TLS 1.3 the client finishes its handshake before the
 		// collector checks its certificate, so the sender may count the
 		// record as sent; the collector is what must refuse it.)
+	})
+
+	t.Run("TLSSource is asked on every connection attempt", func(t *testing.T) {
+		c := startTCP(t, newTestCollector(), serverTLS)
+		var calls atomic.Int32
+		src := func(context.Context) (*tls.Config, error) {
+			if calls.Add(1) == 1 {
+				return nil, errors.New("certificate not issued yet")
+			}
+			return clientTLS, nil
+		}
+		s, _ := startSender(t, ExportConfig{Address: c.addr, Transport: TransportTLS, TLSSource: src, MinBackoff: 50 * time.Millisecond})
+		f := record(1)
+		s.enqueue(&f)
+		select {
+		case <-c.recs:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no record over TLS after the source first failed (%d calls)", calls.Load())
+		}
+		if calls.Load() < 2 {
+			t.Fatalf("TLSSource called %d times, want a retry after its error", calls.Load())
+		}
 	})
 }
 

@@ -70,8 +70,8 @@ func flowsEndToEnd(t *testing.T, shared *labEnv, podIPs map[string][]string) {
 	// Downstream collectors on the outside host, where the aggregator sends.
 	prims := filepath.Join(dir, "primitives.lst")
 	nfOut := filepath.Join(dir, "nfacctd.json")
-	writeFlowFile(t, prims, "name=src_pod field_type=99999:1 len=vlen semantics=str\nname=src_ns field_type=99999:2 len=vlen semantics=str\n"+
-		"name=dst_pod field_type=99999:4 len=vlen semantics=str\nname=dst_ns field_type=99999:5 len=vlen semantics=str\n")
+	writeFlowFile(t, prims, "name=src_pod field_type=99999:101 len=vlen semantics=str\nname=src_ns field_type=99999:102 len=vlen semantics=str\n"+
+		"name=dst_pod field_type=99999:104 len=vlen semantics=str\nname=dst_ns field_type=99999:105 len=vlen semantics=str\n")
 	writeFlowFile(t, filepath.Join(dir, "nfacctd.conf"), fmt.Sprintf(`daemonize: false
 nfacctd_ip: %s
 nfacctd_port: %s
@@ -166,8 +166,8 @@ print_refresh_time[p]: 2
 		t.Fatalf("straitctl flows --aggregator %s: %v\n%s", url, err, out)
 	}
 
-	// nfacctd: the connections' records carry the destination pod (custom
-	// primitives 99999:4/5) and add up to conntrack's counters.
+	// nfacctd: the connections' records carry both pods (custom primitives
+	// 99999:101/102/104/105) and add up to conntrack's counters.
 	testutil.Eventually(t, 60*time.Second, time.Second, func() error {
 		for _, c := range []flowConn{tcp, udp} {
 			if err := nfacctdTotals(nfOut, c); err != nil {
@@ -326,14 +326,10 @@ func matchAPIFlow(resp aggapi.FlowsResponse, c flowConn, correlated bool) error 
 	return nil
 }
 
-// nfacctdTotals checks nfacctd's JSON lines for c: every line names the
-// destination pod and namespace, and their packets and bytes (nfacctd sums
+// nfacctdTotals checks nfacctd's JSON lines for c: every line names both
+// pods and namespaces, and their packets and bytes (nfacctd sums
 // octet/packetDeltaCount) add up to conntrack's counters of the original
-// direction. nfacctd 1.7.7 leaves src_pod/src_ns (99999:1/2) empty in
-// aggregate-mode records, which also carry reverseOctet/PacketDeltaCount
-// (29305:1/2): it appears to match custom primitives by element id across
-// enterprise numbers; the source pod is checked in the aggregator's API,
-// the flow log and tshark instead.
+// direction.
 func nfacctdTotals(path string, c flowConn) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -353,8 +349,8 @@ func nfacctdTotals(path string, c flowConn) error {
 			continue
 		}
 		lines = append(lines, sc.Text())
-		if m["dst_pod"] != "p-n2" || m["dst_ns"] != "default" {
-			return fmt.Errorf("nfacctd: %v without the destination pod: %s", c, sc.Text())
+		if m["src_pod"] != "p-n1" || m["src_ns"] != "default" || m["dst_pod"] != "p-n2" || m["dst_ns"] != "default" {
+			return fmt.Errorf("nfacctd: %v without both pods: %s", c, sc.Text())
 		}
 		packets += num("packets")
 		bytes += num("bytes")

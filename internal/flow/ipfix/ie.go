@@ -96,32 +96,34 @@ const (
 	IEPostNATDestinationIPv4Address uint16 = 226
 )
 
-// Strait's private element ids (enterprise StraitPEN).
+// Strait's private element ids (enterprise StraitPEN). They start at 101, clear of the IANA ids whose
+// RFC 5103 reverse elements Strait sends (1, 2, 85, 86): nfacctd 1.7 looks enterprise elements up by id
+// alone, so a 99999:1 after a 29305:1 in one template decoded as the reverse element.
 const (
-	IESourcePodName                              uint16 = 1
-	IESourcePodNamespace                         uint16 = 2
-	IESourceNodeName                             uint16 = 3
-	IEDestinationPodName                         uint16 = 4
-	IEDestinationPodNamespace                    uint16 = 5
-	IEDestinationNodeName                        uint16 = 6
-	IEDestinationServiceName                     uint16 = 7
-	IEFlowType                                   uint16 = 8
-	IESourcePodLabels                            uint16 = 9
-	IEDestinationPodLabels                       uint16 = 10
-	IETCPState                                   uint16 = 11
-	IEThroughput                                 uint16 = 12
-	IEReverseThroughput                          uint16 = 13
-	IEDestinationServiceIPv4Address              uint16 = 14
-	IEDestinationServiceIPv6Address              uint16 = 15
-	IEDestinationServicePort                     uint16 = 16
-	IEOctetTotalCountFromSourceNode              uint16 = 20
-	IEPacketTotalCountFromSourceNode             uint16 = 21
-	IEOctetTotalCountFromDestinationNode         uint16 = 22
-	IEPacketTotalCountFromDestinationNode        uint16 = 23
-	IEReverseOctetTotalCountFromSourceNode       uint16 = 24
-	IEReversePacketTotalCountFromSourceNode      uint16 = 25
-	IEReverseOctetTotalCountFromDestinationNode  uint16 = 26
-	IEReversePacketTotalCountFromDestinationNode uint16 = 27
+	IESourcePodName                              uint16 = 101
+	IESourcePodNamespace                         uint16 = 102
+	IESourceNodeName                             uint16 = 103
+	IEDestinationPodName                         uint16 = 104
+	IEDestinationPodNamespace                    uint16 = 105
+	IEDestinationNodeName                        uint16 = 106
+	IEDestinationServiceName                     uint16 = 107
+	IEFlowType                                   uint16 = 108
+	IESourcePodLabels                            uint16 = 109
+	IEDestinationPodLabels                       uint16 = 110
+	IETCPState                                   uint16 = 111
+	IEThroughput                                 uint16 = 112
+	IEReverseThroughput                          uint16 = 113
+	IEDestinationServiceIPv4Address              uint16 = 114
+	IEDestinationServiceIPv6Address              uint16 = 115
+	IEDestinationServicePort                     uint16 = 116
+	IEOctetTotalCountFromSourceNode              uint16 = 120
+	IEPacketTotalCountFromSourceNode             uint16 = 121
+	IEOctetTotalCountFromDestinationNode         uint16 = 122
+	IEPacketTotalCountFromDestinationNode        uint16 = 123
+	IEReverseOctetTotalCountFromSourceNode       uint16 = 124
+	IEReversePacketTotalCountFromSourceNode      uint16 = 125
+	IEReverseOctetTotalCountFromDestinationNode  uint16 = 126
+	IEReversePacketTotalCountFromDestinationNode uint16 = 127
 )
 
 // Flow types carried in IEFlowType.
