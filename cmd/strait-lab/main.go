@@ -20,7 +20,8 @@ const usage = `usage: strait-lab [flags] COMMAND
 
   up                 bring the lab up (builds the Kubernetes binaries on first use;
                      --flows: also the Flow Aggregator, every agent exporting to it;
-                     --router frr|bird: a BGP router peering with every node)
+                     --router frr|bird: a BGP router peering with every node;
+                     --ip-family ipv4: an IPv4-only cluster, default dual)
   down               remove everything the lab made (also after a failed up)
   status             nodes, daemons, what is unhealthy and why
   kubeconfig         print the path of the lab's kubeconfig
@@ -42,6 +43,7 @@ func main() {
 	nodes := fs.Int("nodes", 3, "Kubernetes nodes (up)")
 	flows := fs.Bool("flows", false, "run the Flow Aggregator (aggregate mode) and make every agent export flows to it (up)")
 	router := fs.String("router", "", "run a BGP router (frr or bird) in the router namespace, peering with every node (up)")
+	ipFamily := fs.String("ip-family", lab.IPFamilyDual, "IP families of the cluster: dual (IPv4 and IPv6) or ipv4 (up)")
 	encap := fs.String("encap", "VXLANCrossSubnet", "encapsulation of the default IP pools: VXLAN, VXLANCrossSubnet or None (up)")
 	pods := fs.Int("pods", 2, "pods (cni-lab)")
 	prefix := fs.String("prefix", envOr("STRAIT_LAB_PREFIX", lab.DefaultPrefix), "prefix of the lab's namespace and cgroup names")
@@ -90,7 +92,7 @@ func main() {
 
 	switch cmd {
 	case "up":
-		err = lab.UpCluster(ctx, o, lab.ClusterOptions{Nodes: *nodes, Self: self, Encapsulation: *encap, Flows: *flows, Router: *router})
+		err = lab.UpCluster(ctx, o, lab.ClusterOptions{Nodes: *nodes, Self: self, Encapsulation: *encap, Flows: *flows, Router: *router, IPFamily: *ipFamily})
 	case "cni-lab":
 		err = lab.Up(ctx, o)
 	case "down":

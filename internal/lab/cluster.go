@@ -35,6 +35,37 @@ type ClusterOptions struct {
 	// Router runs a BGP router ("frr" or "bird") in the router namespace
 	// peering with every node (router.go); "" for none.
 	Router string
+	// IPFamily is the cluster's IP families: IPFamilyDual (default: pods,
+	// Services and node addresses in IPv4 and IPv6) or IPFamilyIPv4 (an
+	// IPv4-only cluster: Kubernetes and Strait's pools single-stack; the
+	// lab's links keep their IPv6 addresses, unused by the cluster).
+	IPFamily string
+}
+
+// The lab's IP family choices (ClusterOptions.IPFamily).
+const (
+	IPFamilyDual = "dual"
+	IPFamilyIPv4 = "ipv4"
+)
+
+// dual reports whether the cluster is dual-stack.
+func (c ClusterOptions) dual() bool { return c.IPFamily != IPFamilyIPv4 }
+
+// families returns the v4 value, and the v6 one too on a dual-stack
+// cluster.
+func (c ClusterOptions) families(v4, v6 string) []string {
+	if c.dual() {
+		return []string{v4, v6}
+	}
+	return []string{v4}
+}
+
+func (c ClusterOptions) validate() error {
+	switch c.IPFamily {
+	case "", IPFamilyDual, IPFamilyIPv4:
+		return nil
+	}
+	return fmt.Errorf("IP family %q: want %s or %s", c.IPFamily, IPFamilyDual, IPFamilyIPv4)
 }
 
 func (c ClusterOptions) encap() string {
@@ -90,7 +121,7 @@ func (o *Options) bringUpNode(ctx context.Context, s *State, c ClusterOptions, n
 	files := map[string]string{
 		filepath.Join(d.containerd, "config.toml"): containerdConfig(d),
 		filepath.Join(d.root, "kubelet.yaml"):      kubeletConfig(n, d, p.CA, p.KubeletCert, p.KubeletKey, o.prefix()),
-		filepath.Join(d.root, "agent.yaml"):        agentConfig(n, d, p.AgentKubeconfig, c.encap()) + agentFlowsConfig(s.Flows.Collector) + agentBGPConfig(c.Router),
+		filepath.Join(d.root, "agent.yaml"):        agentConfig(n, d, p.AgentKubeconfig, c.encap(), c.dual()) + agentFlowsConfig(s.Flows.Collector, c.dual()) + agentBGPConfig(c.Router),
 		filepath.Join(d.root, "resolv.conf"):       "",
 	}
 	if err := writeFiles(files); err != nil {
@@ -113,12 +144,12 @@ func (o *Options) bringUpNode(ctx context.Context, s *State, c ClusterOptions, n
 	if err := o.recordDaemon(s, "kubelet-"+n.Name, n.NS, append([]string{filepath.Join(c.K8sBinDir, "kubelet"),
 		"--config=" + filepath.Join(d.root, "kubelet.yaml"), "--kubeconfig=" + p.KubeletKubeconfig,
 		"--root-dir=" + d.kubelet, "--cert-dir=" + filepath.Join(d.kubelet, "pki"),
-		"--node-ip=" + n.IPv4 + "," + n.IPv6, "--hostname-override=" + n.Name, "--v=2"}, kubeletRouterArgs(c.Router, n)...), nil); err != nil {
+		"--node-ip=" + joinCSV(c.families(n.IPv4, n.IPv6)...), "--hostname-override=" + n.Name, "--v=2"}, kubeletRouterArgs(c.Router, n)...), nil); err != nil {
 		return err
 	}
 	return o.recordDaemon(s, "kube-proxy-"+n.Name, n.NS, []string{filepath.Join(c.K8sBinDir, "kube-proxy"),
 		"--kubeconfig=" + p.ProxyKubeconfig, "--hostname-override=" + n.Name, "--proxy-mode=nftables",
-		"--cluster-cidr=" + joinCSV(ClusterCIDRv4, ClusterCIDRv6), "--conntrack-max-per-core=0",
+		"--cluster-cidr=" + joinCSV(c.families(ClusterCIDRv4, ClusterCIDRv6)...), "--conntrack-max-per-core=0",
 		"--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=" + n.IPv4 + ":10256", "--v=2"}, nil)
 }
 

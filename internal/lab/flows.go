@@ -72,16 +72,20 @@ api:
 
 // agentFlowsConfig is the `flows` section of every node's agent config
 // when the lab runs the aggregator ("" otherwise).
-func agentFlowsConfig(collector string) string {
+func agentFlowsConfig(collector string, dual bool) string {
 	if collector == "" {
 		return ""
+	}
+	cidrs := ServiceCIDRv4
+	if dual {
+		cidrs += ", " + ServiceCIDRv6
 	}
 	return fmt.Sprintf(`flows:
   enabled: true
   collector: %q
   transport: tcp
-  serviceCIDRs: [%s, %s]
-`, collector, ServiceCIDRv4, ServiceCIDRv6)
+  serviceCIDRs: [%s]
+`, collector, cidrs)
 }
 
 // startAggregator writes the aggregator's config, starts it in the

@@ -113,8 +113,13 @@ makeIPTablesUtilChains: false
 }
 
 // agentConfig renders strait-agent's configuration for one node: blocks
-// from the cluster's IPPools (the first agent creates the default pair).
-func agentConfig(n labNode, d nodeDirs, kubeconfig, encap string) string {
+// from the cluster's IPPools (the first agent creates the default pair, or
+// only the IPv4 pool when the cluster is not dual-stack).
+func agentConfig(n labNode, d nodeDirs, kubeconfig, encap string, dual bool) string {
+	v6Pool := ""
+	if dual {
+		v6Pool = fmt.Sprintf("- {name: default-ipv6, cidr: %s, blockSize: 122, encapsulation: %s}\n", ClusterCIDRv6, encap)
+	}
 	return fmt.Sprintf(`nodeName: %s
 ipamMode: blocks
 kubeconfig: %s
@@ -123,12 +128,11 @@ stateDir: %s
 resyncPeriod: 5s
 defaultIPPools:
 - {name: default-ipv4, cidr: %s, blockSize: 26, encapsulation: %s}
-- {name: default-ipv6, cidr: %s, blockSize: 122, encapsulation: %s}
-cni:
+%scni:
   confDir: %s
   cniVersion: "1.0.0"
   logFile: %s
-`, n.Name, kubeconfig, filepath.Join(d.state, "cni.sock"), d.state, ClusterCIDRv4, encap, ClusterCIDRv6, encap,
+`, n.Name, kubeconfig, filepath.Join(d.state, "cni.sock"), d.state, ClusterCIDRv4, encap, v6Pool,
 		d.cniConf, filepath.Join(d.root, "cni.log"))
 }
 

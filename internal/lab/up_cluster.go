@@ -37,6 +37,9 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 	if err := checkRouter(c.Router); err != nil {
 		return err
 	}
+	if err := c.validate(); err != nil {
+		return err
+	}
 	if err := o.begin(ctx); err != nil {
 		return err
 	}
@@ -59,6 +62,11 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 		return nil
 	}
 	nodes := o.nodes(c.Nodes)
+	if !c.dual() {
+		for i := range nodes {
+			nodes[i].PodV6 = "" // the links keep IPv6; pods get none
+		}
+	}
 	s.Cluster.Nodes = nodes
 	o.logf("strait-lab: bringing up %d nodes in %s", c.Nodes, o.Dir)
 
@@ -220,7 +228,7 @@ func (o *Options) startControlPlane(ctx context.Context, s *State, c ClusterOpti
 	spec := controlplane.Spec{
 		BinDir: c.K8sBinDir, DataDir: filepath.Join(o.Dir, "cp"), LogDir: filepath.Join(o.Dir, "logs"), PKI: cl,
 		BindIP: ip, AdvertiseIP: ip, EtcdClientPort: 2379, EtcdPeerPort: 2380, APIServerPort: apiPort,
-		ServiceCIDRs: []string{ServiceCIDRv4, ServiceCIDRv6}, ClusterCIDRs: []string{ClusterCIDRv4, ClusterCIDRv6},
+		ServiceCIDRs: c.families(ServiceCIDRv4, ServiceCIDRv6), ClusterCIDRs: c.families(ClusterCIDRv4, ClusterCIDRv6),
 		AllocateNodeCIDRs: true, NodeCIDRMaskV4: 24, NodeCIDRMaskV6: 64,
 		Components: []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"},
 	}

@@ -330,12 +330,12 @@ func upstreamE2E(t *testing.T, e *labEnv, want string, args ...string) {
 // VXLANCrossSubnet through the API: the running agents (same PIDs) turn
 // n1's route to n3's blocks (same subnet) native, while n2's stays on the
 // VXLAN device.
-func crossSubnetWithoutRestart(t *testing.T, e *labEnv) {
+func crossSubnetWithoutRestart(t *testing.T, e *labEnv, pools ...string) {
 	pids := map[string]int{}
 	for _, n := range []string{"n1", "n2", "n3"} {
 		pids[n] = e.agentPID(n)
 	}
-	for _, pool := range []string{"default-ipv4", "default-ipv6"} {
+	for _, pool := range pools {
 		e.mustKubectl("patch", "ippool", pool, "--type=merge", "-p", `{"spec":{"encapsulation":"VXLANCrossSubnet"}}`)
 	}
 	n3IP := e.mustKubectl("get", "node", "n3", "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)

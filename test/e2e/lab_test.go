@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strait-net/strait/internal/lab"
+	"github.com/strait-net/strait/internal/lab/images"
 	"github.com/strait-net/strait/internal/lab/k8sbin"
 	"github.com/strait-net/strait/internal/testutil"
 )
@@ -420,17 +422,41 @@ func TestLabThreeNodes(t *testing.T) {
 	}
 }
 
-// Upstream acceptance: e2e.test '[sig-network] Networking Granular Checks:
-// Pods' on a 3-node lab across two subnets with the pools in VXLAN mode
-// (every cross-node packet encapsulated), dual-stack; then, on the same
-// lab, the pools switched to VXLANCrossSubnet through the API (applied by
-// the running agents) and the specs again (cluster_test.go).
-func TestUpstreamGranularChecksVXLAN(t *testing.T) {
+// Upstream acceptance on one 3-node lab across two subnets, dual-stack,
+// with the pools in VXLAN mode (every cross-node packet encapsulated):
+// e2e.test '[sig-network] Networking Granular Checks: Pods' and the 13
+// '[sig-network] Services' specs of lab.ServicesE2EFocus (kube-proxy in
+// nftables mode over Strait's pod network); then the pools switched to
+// VXLANCrossSubnet through the API (applied by the running agents) and the
+// Granular Checks again (cluster_test.go).
+func TestUpstreamNetworkingVXLAN(t *testing.T) {
 	e := newLabEnv(t)
 	e.mustRun("up", "--nodes", "3", "--encap", "VXLAN")
 	upstreamE2E(t, e, "4 Passed | 0 Failed")
-	crossSubnetWithoutRestart(t, e)
+	upstreamE2E(t, e, "13 Passed | 0 Failed", "--focus", lab.ServicesE2EFocus)
+	crossSubnetWithoutRestart(t, e, "default-ipv4", "default-ipv6")
 	upstreamE2E(t, e, "4 Passed | 0 Failed")
+}
+
+// The same Granular Checks on an IPv4-only cluster (`up --ip-family
+// ipv4`): pods get one IPv4 address and no IPv6 pool exists; in VXLAN, then
+// in VXLANCrossSubnet through the API.
+func TestUpstreamNetworkingIPv4Only(t *testing.T) {
+	e := newLabEnv(t)
+	e.mustRun("up", "--nodes", "3", "--encap", "VXLAN", "--ip-family", "ipv4")
+	if pools := e.mustKubectl("get", "ippools", "-o", "jsonpath={.items[*].spec.cidr}"); strings.TrimSpace(pools) != lab.ClusterCIDRv4 {
+		t.Fatalf("IPv4-only lab has pools %q, want only %s", pools, lab.ClusterCIDRv4)
+	}
+	e.mustKubectl("run", "p4", "--image="+images.ToolsImage, "--restart=Never", "--", "sleep", "3600")
+	e.mustKubectl("wait", "--for=condition=Ready", "pod/p4", "--timeout=90s")
+	if ips := strings.Fields(e.mustKubectl("get", "pod", "p4", "-o", "jsonpath={.status.podIPs[*].ip}")); len(ips) != 1 || !netip.MustParseAddr(ips[0]).Is4() {
+		t.Fatalf("pod on the IPv4-only lab has addresses %v, want one IPv4 address", ips)
+	}
+	e.mustKubectl("delete", "pod", "p4", "--wait=false")
+	upstreamE2E(t, e, "4 Passed | 0 Failed")
+	crossSubnetWithoutRestart(t, e, "default-ipv4")
+	upstreamE2E(t, e, "4 Passed | 0 Failed")
+	e.mustRun("down")
 }
 
 // Ctrl-C during up removes what up made; up after an up that was killed
