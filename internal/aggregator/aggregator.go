@@ -28,6 +28,7 @@ import (
 
 	"github.com/strait-net/strait/internal/aggregator/api"
 	"github.com/strait-net/strait/internal/aggregator/correlate"
+	"github.com/strait-net/strait/internal/aggregator/podlabels"
 	"github.com/strait-net/strait/internal/flow/ipfix"
 )
 
@@ -150,6 +151,9 @@ func (a *Aggregator) closeAll() {
 // Start binds the listeners and the HTTP server and starts every goroutine; they stop when ctx ends
 // (then Wait).
 func (a *Aggregator) Start(ctx context.Context) error {
+	if err := a.startPodLabels(ctx); err != nil {
+		return err
+	}
 	for _, d := range a.fan.dests {
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); d.run(ctx) }()
@@ -202,6 +206,27 @@ func (a *Aggregator) Addr(kind string) string { return a.addrs[kind] }
 func (a *Aggregator) Wait() {
 	a.col.wg.Wait()
 	a.wg.Wait()
+}
+
+// startPodLabels gives proxy mode its pod-label source when
+// recordContents.podLabels asks for labels and none was injected: a pod
+// informer on the configured API server, synced before records flow.
+func (a *Aggregator) startPodLabels(ctx context.Context) error {
+	p, ok := a.col.pipe.(*proxyPipeline)
+	if !ok || !a.cfg.RecordContents.PodLabels || p.labeler != nil {
+		return nil
+	}
+	kube, err := podlabels.Client(a.cfg.Kubernetes.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("recordContents.podLabels: %w", err)
+	}
+	idx, err := podlabels.Start(ctx, kube, 30*time.Second)
+	if err != nil {
+		return fmt.Errorf("recordContents.podLabels: %w", err)
+	}
+	p.labeler = idx
+	a.log.Info("pod labels from the API server", "kubeconfig", a.cfg.Kubernetes.Kubeconfig)
+	return nil
 }
 
 // Run starts the aggregator and serves until ctx ends.

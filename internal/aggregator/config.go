@@ -43,6 +43,14 @@ type Config struct {
 	RecordContents RecordContents `json:"recordContents"`
 	// API: metrics, health and the flows API.
 	API APIConfig `json:"api"`
+	// Kubernetes is the API server that recordContents.podLabels reads pods from.
+	Kubernetes KubernetesConfig `json:"kubernetes"`
+}
+
+// KubernetesConfig locates the API server.
+type KubernetesConfig struct {
+	// Kubeconfig is a kubeconfig file; empty: the in-cluster service account.
+	Kubeconfig string `json:"kubeconfig"`
 }
 
 // CollectorConfig lists the listeners.
@@ -114,8 +122,9 @@ type TLSClientFiles struct {
 
 // RecordContents selects optional record contents.
 type RecordContents struct {
-	// PodLabels adds sourcePodLabels/destinationPodLabels (Strait elements 9/10) in proxy mode when the
-	// aggregator is given a PodLabeler and the record does not carry them.
+	// PodLabels adds sourcePodLabels/destinationPodLabels (Strait elements 109/110) in proxy mode to records
+	// that do not carry them, from a pod informer on the API server of kubernetes (RBAC: list and watch
+	// pods). In aggregate mode the agents add them (flows.podLabels of the agent configuration).
 	PodLabels bool `json:"podLabels"`
 }
 
@@ -264,6 +273,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Mode != ModeAggregate && c.Mode != ModeProxy {
 		bad("mode", "%q: must be aggregate or proxy", c.Mode)
+	}
+	if c.RecordContents.PodLabels && c.Mode == ModeAggregate {
+		bad("recordContents.podLabels", "proxy mode only: in aggregate mode the agents add the labels (flows.podLabels of the agent configuration)")
+	}
+	if c.Kubernetes.Kubeconfig != "" {
+		file("kubernetes.kubeconfig", c.Kubernetes.Kubeconfig)
 	}
 	for _, d := range []struct {
 		f string
