@@ -20,8 +20,8 @@ import (
 // kubeconfig that does not exist, naming the field.
 func TestPodLabelsFromAPIServer(t *testing.T) {
 	for yaml, want := range map[string]string{
-		"mode: aggregate\nrecordContents: {podLabels: true}\n":    "recordContents.podLabels: proxy mode only",
-		"kubernetes: {kubeconfig: /nonexistent/kubeconfig}\n": "kubernetes.kubeconfig",
+		"mode: aggregate\nrecordContents: {podLabels: true}\n": "recordContents.podLabels: proxy mode only",
+		"kubernetes: {kubeconfig: /nonexistent/kubeconfig}\n":  "kubernetes.kubeconfig",
 	} {
 		_, err := ParseConfig([]byte(yaml + "collector: {tcp: {address: \"127.0.0.1:0\"}}\ndestinations: [{name: s, type: stdout}]\n"))
 		if err == nil || !strings.Contains(err.Error(), want) {
