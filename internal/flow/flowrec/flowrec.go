@@ -14,12 +14,6 @@ import (
 	"github.com/strait-net/strait/internal/flow/ipfix"
 )
 
-// IANA elements the ipfix registry does not name yet.
-const (
-	IEPostNAPTSourceTransportPort uint16 = 227
-	IEPostNATSourceIPv6Address    uint16 = 281
-)
-
 // FlowType classifies a connection (the values of ipfix.IEFlowType).
 type FlowType uint8
 
@@ -167,8 +161,8 @@ func fields(v6 bool) []field {
 		port(ipfix.IESourceTransportPort, func(f *Fields) *uint16 { return &f.SrcPort }),
 		port(ipfix.IEDestinationTransportPort, func(f *Fields) *uint16 { return &f.DstPort }),
 		u8(iana(ipfix.IEProtocolIdentifier, 1), func(f *Fields) *uint8 { return &f.Proto }),
-		a4(pick(ipfix.IEPostNATSourceIPv4Address, IEPostNATSourceIPv6Address), func(f *Fields) *netip.Addr { return &f.PostNATSrc }),
-		port(IEPostNAPTSourceTransportPort, func(f *Fields) *uint16 { return &f.PostNATSrcPort }),
+		a4(pick(ipfix.IEPostNATSourceIPv4Address, ipfix.IEPostNATSourceIPv6Address), func(f *Fields) *netip.Addr { return &f.PostNATSrc }),
+		port(ipfix.IEPostNAPTSourceTransportPort, func(f *Fields) *uint16 { return &f.PostNATSrcPort }),
 		u(iana(ipfix.IEPacketDeltaCount, 8), func(f *Fields) *uint64 { return &f.Packets }),
 		u(iana(ipfix.IEOctetDeltaCount, 8), func(f *Fields) *uint64 { return &f.Bytes }),
 		u(iana(ipfix.IEPacketTotalCount, 8), func(f *Fields) *uint64 { return &f.TotalPackets }),

@@ -61,39 +61,43 @@ func (ie InfoElement) Spec() FieldSpec { return FieldSpec{ID: ie.ID, Length: ie.
 
 // IANA element ids used by Strait.
 const (
-	IEOctetDeltaCount               uint16 = 1
-	IEPacketDeltaCount              uint16 = 2
-	IEProtocolIdentifier            uint16 = 4
-	IETCPControlBits                uint16 = 6
-	IESourceTransportPort           uint16 = 7
-	IESourceIPv4Address             uint16 = 8
-	IEDestinationTransportPort      uint16 = 11
-	IEDestinationIPv4Address        uint16 = 12
-	IESourceIPv6Address             uint16 = 27
-	IEDestinationIPv6Address        uint16 = 28
-	IEFlowDirection                 uint16 = 61
-	IEOctetTotalCount               uint16 = 85
-	IEPacketTotalCount              uint16 = 86
-	IEFlowEndReason                 uint16 = 136
-	IEFlowStartSeconds              uint16 = 150
-	IEFlowEndSeconds                uint16 = 151
-	IEFlowStartMilliseconds         uint16 = 152
-	IEFlowEndMilliseconds           uint16 = 153
-	IEOriginalExporterIPv4Address   uint16 = 403
-	IEOriginalExporterIPv6Address   uint16 = 404
-	IEOriginalObservationDomainID   uint16 = 405
-	IEPaddingOctets                 uint16 = 210
-	IEObservationDomainID           uint16 = 149
-	IEExporterIPv4Address           uint16 = 130
-	IEExporterIPv6Address           uint16 = 131
-	IESystemInitTimeMilliseconds    uint16 = 160
-	IEFlowStartSysUpTime            uint16 = 22
-	IEFlowEndSysUpTime              uint16 = 21
-	IEIPVersion                     uint16 = 60
-	IEIngressInterface              uint16 = 10
-	IEEgressInterface               uint16 = 14
-	IEPostNATSourceIPv4Address      uint16 = 225
-	IEPostNATDestinationIPv4Address uint16 = 226
+	IEOctetDeltaCount                  uint16 = 1
+	IEPacketDeltaCount                 uint16 = 2
+	IEProtocolIdentifier               uint16 = 4
+	IETCPControlBits                   uint16 = 6
+	IESourceTransportPort              uint16 = 7
+	IESourceIPv4Address                uint16 = 8
+	IEDestinationTransportPort         uint16 = 11
+	IEDestinationIPv4Address           uint16 = 12
+	IESourceIPv6Address                uint16 = 27
+	IEDestinationIPv6Address           uint16 = 28
+	IEFlowDirection                    uint16 = 61
+	IEOctetTotalCount                  uint16 = 85
+	IEPacketTotalCount                 uint16 = 86
+	IEFlowEndReason                    uint16 = 136
+	IEFlowStartSeconds                 uint16 = 150
+	IEFlowEndSeconds                   uint16 = 151
+	IEFlowStartMilliseconds            uint16 = 152
+	IEFlowEndMilliseconds              uint16 = 153
+	IEOriginalExporterIPv4Address      uint16 = 403
+	IEOriginalExporterIPv6Address      uint16 = 404
+	IEOriginalObservationDomainID      uint16 = 405
+	IEPaddingOctets                    uint16 = 210
+	IEObservationDomainID              uint16 = 149
+	IEExporterIPv4Address              uint16 = 130
+	IEExporterIPv6Address              uint16 = 131
+	IESystemInitTimeMilliseconds       uint16 = 160
+	IEFlowStartSysUpTime               uint16 = 22
+	IEFlowEndSysUpTime                 uint16 = 21
+	IEIPVersion                        uint16 = 60
+	IEIngressInterface                 uint16 = 10
+	IEEgressInterface                  uint16 = 14
+	IEPostNATSourceIPv4Address         uint16 = 225
+	IEPostNATDestinationIPv4Address    uint16 = 226
+	IEPostNAPTSourceTransportPort      uint16 = 227
+	IEPostNAPTDestinationTransportPort uint16 = 228
+	IEPostNATSourceIPv6Address         uint16 = 281
+	IEPostNATDestinationIPv6Address    uint16 = 282
 )
 
 // Strait's private element ids (enterprise StraitPEN). They start at 101, clear of the IANA ids whose
@@ -219,6 +223,8 @@ func ianaElements() []struct {
 		u(227, "postNAPTSourceTransportPort", Unsigned16, 2, false),
 		u(228, "postNAPTDestinationTransportPort", Unsigned16, 2, false),
 		u(239, "biflowDirection", Unsigned8, 1, false),
+		u(281, "postNATSourceIPv6Address", IPv6Address, 16, false),
+		u(282, "postNATDestinationIPv6Address", IPv6Address, 16, false),
 		u(403, "originalExporterIPv4Address", IPv4Address, 4, false),
 		u(404, "originalExporterIPv6Address", IPv6Address, 16, false),
 		u(405, "originalObservationDomainId", Unsigned32, 4, false),
