@@ -3,12 +3,8 @@ package flow
 import (
 	"io"
 	"log/slog"
-	"net"
-	"strconv"
 	"testing"
 	"time"
-
-	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/strait-net/strait/internal/flow/flowrec"
 	"github.com/strait-net/strait/internal/flow/ipfix"
@@ -23,21 +19,7 @@ import (
 func BenchmarkExporterCycle10k(b *testing.B) {
 	const n = 10_000
 	l := newLab(b)
-	err := l.a.Do(func(ns.NetNS) error {
-		for i := range n {
-			conn, err := net.Dial("udp", net.JoinHostPort(podB4, strconv.Itoa(20000+i%500)))
-			if err != nil {
-				return err
-			}
-			_, err = conn.Write([]byte("x"))
-			_ = conn.Close()
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := l.udpFromA(n, 500); err != nil {
 		b.Fatal(err)
 	}
 	clock := time.Now()

@@ -31,6 +31,25 @@ type lab struct {
 	node, a, b *testutil.NS
 }
 
+// udpFromA opens n UDP connections from pod a to pod b (one datagram each,
+// source ports from the kernel, destination ports 20000 + i%ports).
+func (l *lab) udpFromA(n, ports int) error {
+	return l.a.Do(func(ns.NetNS) error {
+		for i := range n {
+			conn, err := net.Dial("udp", net.JoinHostPort(podB4, strconv.Itoa(20000+i%ports)))
+			if err != nil {
+				return err
+			}
+			_, err = conn.Write([]byte("x"))
+			_ = conn.Close()
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 func newLab(t testing.TB) *lab {
 	t.Helper()
 	testutil.RequireRoot(t)
@@ -353,21 +372,7 @@ func TestOverflowResync(t *testing.T) {
 		cfg.Labels = false
 	})
 	const n = 25_000
-	err := l.a.Do(func(ns.NetNS) error {
-		for i := range n {
-			conn, err := net.Dial("udp", net.JoinHostPort(podB4, strconv.Itoa(20000+i%200)))
-			if err != nil {
-				return err
-			}
-			_, err = conn.Write([]byte("x"))
-			_ = conn.Close()
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := l.udpFromA(n, 200); err != nil {
 		t.Fatal(err)
 	}
 	type key struct{ sport, dport uint16 }
