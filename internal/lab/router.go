@@ -131,6 +131,8 @@ metadata:
 spec:
   asNumber: %d
   nodeToNodeMesh: {enabled: true}
+  # Short, so that a node taken away leaves the router within seconds.
+  gracefulRestart: {restartTime: 15s}
   serviceLoadBalancerIPs:
   - cidr: %s
   - cidr: %s

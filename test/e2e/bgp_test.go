@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,7 +134,48 @@ func labBGPRouter(t *testing.T, kind string) {
 		})
 	}
 	lbWithdrawals(t, e, lbIPs, nodeIP, routerRoute)
+	nodeRemoved(t, e, blocks, routerRoute)
 	e.mustRun("down")
+}
+
+// nodeRemoved takes n3 away for good (its agent and kubelet killed, its
+// Node deleted): the router keeps n3's blocks as stale for the lab's
+// graceful-restart time (15 s) after the session drops (hold time 9 s),
+// then withdraws them; n1's and n2's stay.
+func nodeRemoved(t *testing.T, e *labEnv, blocks func() [][2]string, routerRoute func(string) string) {
+	t.Helper()
+	var gone, kept []string
+	for _, b := range blocks() {
+		if b[0] == "n3" {
+			gone = append(gone, b[1])
+		} else {
+			kept = append(kept, b[1])
+		}
+	}
+	if len(gone) == 0 || len(kept) == 0 {
+		t.Fatalf("blocks of n3 %v, of the others %v", gone, kept)
+	}
+	for _, d := range []string{"strait-agent-n3", "kubelet-n3"} {
+		if err := syscall.Kill(e.daemonPID(d), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.mustKubectl("delete", "node", "n3", "--wait=true", "--timeout=30s")
+	start := time.Now()
+	testutil.Eventually(t, 60*time.Second, time.Second, func() error {
+		for _, p := range gone {
+			if got := strings.TrimSpace(routerRoute(p)); got != "" {
+				return fmt.Errorf("n3 removed, the router still routes its block %s: %q", p, got)
+			}
+		}
+		return nil
+	})
+	for _, p := range kept {
+		if strings.TrimSpace(routerRoute(p)) == "" {
+			t.Fatalf("the router lost %s, a block of a node still there", p)
+		}
+	}
+	t.Logf("n3 removed (agent and kubelet killed, Node deleted): its %d blocks withdrawn at the router after %v", len(gone), time.Since(start).Round(time.Second))
 }
 
 // lbWithdrawals: with externalTrafficPolicy Local only nodes with a ready

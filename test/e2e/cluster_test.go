@@ -52,12 +52,19 @@ func (e *labEnv) straitctl(args ...string) (string, string, error) {
 // agentPID is the PID of the strait-agent on node, from the lab's state.
 func (e *labEnv) agentPID(node string) int {
 	e.t.Helper()
+	return e.daemonPID("strait-agent-" + node)
+}
+
+// daemonPID is the PID of the lab daemon name (kubelet-n3, ...), from the
+// lab's state.
+func (e *labEnv) daemonPID(name string) int {
+	e.t.Helper()
 	for _, p := range e.state().Processes {
-		if p.Name == "strait-agent-"+node {
+		if p.Name == name {
 			return p.PID
 		}
 	}
-	e.t.Fatalf("no strait-agent-%s in the lab's state", node)
+	e.t.Fatalf("no %s in the lab's state", name)
 	return 0
 }
 
