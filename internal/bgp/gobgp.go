@@ -37,7 +37,8 @@ func New(log *slog.Logger, opts Options) (Speaker, error) {
 	}
 	level := &slog.LevelVar{}
 	level.Set(slog.LevelWarn)
-	sopts := []server.ServerOption{server.LoggerOption(log.With("engine", "gobgp"), level)}
+	engineLog := slog.New(stopNoise{log.Handler()}).With("engine", "gobgp")
+	sopts := []server.ServerOption{server.LoggerOption(engineLog, level)}
 	if opts.GRPCListen != "" {
 		sopts = append(sopts, server.GrpcListenAddress(opts.GRPCListen))
 		if opts.GRPCReadOnly {
@@ -48,7 +49,7 @@ func New(log *slog.Logger, opts Options) (Speaker, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &gobgpSpeaker{
 		log: log, opts: opts, srv: server.NewBgpServer(sopts...),
-		peerApplied: map[netip.Addr]string{}, paths: map[netip.Prefix]Path{},
+		peerApplied: map[netip.Addr]string{}, paths: map[netip.Prefix]uint64{},
 		sess: map[netip.Addr]*session{}, learned: make(chan []Route, 1),
 		kick: make(chan struct{}, 1), kickLearn: make(chan struct{}, 1),
 		ctx: ctx, cancel: cancel, done: make(chan struct{}),
@@ -69,9 +70,9 @@ type gobgpSpeaker struct {
 	running     *plan // global part BGP was started with
 	cur         plan
 	policyText  string
-	peerApplied map[netip.Addr]string // peer address -> rendered GoBGP peer (+ password)
-	peerErr     map[netip.Addr]string // engine errors of AddPeer
-	paths       map[netip.Prefix]Path
+	peerApplied map[netip.Addr]string   // peer address -> rendered GoBGP peer (+ password)
+	peerErr     map[netip.Addr]string   // engine errors of AddPeer
+	paths       map[netip.Prefix]uint64 // announced prefix -> pathAttrs
 	watching    bool
 	closed      bool
 
@@ -161,6 +162,24 @@ func (s *gobgpSpeaker) ensureStarted(ctx context.Context, p plan) error {
 	return nil
 }
 
+// stopNoise passes GoBGP's log through, except the error server.Stop logs
+// when BGP was already stopped, which Close always does first
+// (stopKeepingRoutes): that one is demoted to debug.
+type stopNoise struct{ slog.Handler }
+
+func (h stopNoise) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError && r.Message == "failed to stop BGP server" {
+		r.Level = slog.LevelDebug
+		if !h.Handler.Enabled(ctx, r.Level) {
+			return nil
+		}
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h stopNoise) WithAttrs(as []slog.Attr) slog.Handler { return stopNoise{h.Handler.WithAttrs(as)} }
+func (h stopNoise) WithGroup(name string) slog.Handler    { return stopNoise{h.Handler.WithGroup(name)} }
+
 // stopKeepingRoutes ends the sessions for Close (the agent stopping, as in
 // a rolling update): a peer with graceful restart gets no NOTIFICATION, its
 // TCP session just closes, so it keeps our routes as stale for the restart
@@ -216,16 +235,15 @@ func (s *gobgpSpeaker) applyPaths(p plan) error {
 	var changed []Path
 	for _, path := range p.Paths {
 		want[path.Prefix] = struct{}{}
-		if old, ok := s.paths[path.Prefix]; ok && samePathAttrs(old, path) {
-			s.paths[path.Prefix] = path
+		if old, ok := s.paths[path.Prefix]; ok && old == pathAttrs(path) {
 			continue
 		}
 		changed = append(changed, path)
 	}
 	var del []*apiutil.Path
-	for prefix, old := range s.paths {
+	for prefix := range s.paths {
 		if _, ok := want[prefix]; !ok {
-			ap, err := toEnginePath(old)
+			ap, err := toEnginePath(Path{Prefix: prefix}) // a withdrawal needs the prefix only
 			if err != nil {
 				return err
 			}
@@ -256,7 +274,7 @@ func (s *gobgpSpeaker) applyPaths(p plan) error {
 			return fmt.Errorf("bgp announce %d paths: %w", len(batch), err)
 		}
 		for _, path := range chunk {
-			s.paths[path.Prefix] = path
+			s.paths[path.Prefix] = pathAttrs(path)
 		}
 	}
 	return nil

@@ -2,8 +2,10 @@ package bgp
 
 import (
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"slices"
 	"time"
@@ -207,7 +209,23 @@ func normalisePaths(in []Path) ([]Path, error) {
 	return out, nil
 }
 
-// samePathAttrs says whether re-announcing b instead of a changes nothing.
-func samePathAttrs(a, b Path) bool {
-	return a.Prefix == b.Prefix && slices.Equal(a.Communities, b.Communities) && slices.Equal(a.LargeCommunities, b.LargeCommunities)
+// pathAttrs digests what a path announces besides its prefix (its
+// communities): an unchanged digest means re-announcing the path changes
+// nothing. The speaker keeps only this per announced prefix, not a copy of
+// the path (at 100k paths the copies were most of Strait's own memory).
+func pathAttrs(p Path) uint64 {
+	h := fnv.New64a()
+	var b [12]byte
+	for _, c := range p.Communities {
+		binary.BigEndian.PutUint32(b[:4], uint32(c))
+		h.Write(b[:4])
+	}
+	h.Write([]byte{0xff}) // separates the two lists
+	for _, c := range p.LargeCommunities {
+		binary.BigEndian.PutUint32(b[0:4], c.GlobalAdmin)
+		binary.BigEndian.PutUint32(b[4:8], c.LocalData1)
+		binary.BigEndian.PutUint32(b[8:12], c.LocalData2)
+		h.Write(b[:])
+	}
+	return h.Sum64()
 }

@@ -52,11 +52,15 @@ func TestGracefulRestartAndBFD(t *testing.T) {
 	spk, fns := testutil.NewNS(t), testutil.NewNS(t)
 	lan.Attach(t, spk.Name, "eth0", sp4+"/24", sp6+"/64")
 	lan.Attach(t, fns.Name, "eth0", frr4+"/24", frr6+"/64")
+	// BFD at 100 ms x 3 on both sides: FRR declares the speaker down 300 ms
+	// after its last packet, well inside the 1 s the test wants even on a
+	// loaded machine (FRR's default 300 ms x 3 measured 0.8-1.04 s here).
 	frr := bgptest.StartFRR(t, fns.Name, bgptest.FRRConfig{ASN: frrAS, RouterID: frr4, GracefulRestart: true, BFD: true,
-		Neighbors: []bgptest.FRRNeighbor{{Address: sp4, ASN: ourAS, BFD: true}}})
+		BFDIntervalMS: 100, Neighbors: []bgptest.FRRNeighbor{{Address: sp4, ASN: ourAS, BFD: true}}})
 	cfg, err := json.Marshal(Config{ASN: ourAS, RouterID: a(sp4), Paths: testPaths, Peers: []Peer{{
 		Name: "frr", Address: a(frr4), ASN: frrAS, Timers: fastTimers(),
-		GracefulRestart: &GracefulRestart{RestartTime: 20 * time.Second}, BFD: &BFD{},
+		GracefulRestart: &GracefulRestart{RestartTime: 20 * time.Second},
+		BFD:             &BFD{MinTx: 100 * time.Millisecond, MinRx: 100 * time.Millisecond, Multiplier: 3},
 	}}})
 	if err != nil {
 		t.Fatal(err)

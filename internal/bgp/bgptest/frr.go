@@ -30,6 +30,20 @@ type FRRConfig struct {
 	GracefulRestart bool
 	BFD             bool     // run bfdd
 	Networks        []string // prefixes FRR originates (import-check off)
+	// BFDIntervalMS, when set, is the receive and transmit interval of the
+	// BFD profile "fast" (detect multiplier 3) that BFD neighbours use;
+	// FRR's default is 300 ms.
+	BFDIntervalMS int
+}
+
+// renderBFD is bfdd's configuration: logging, and the "fast" profile when
+// BFDIntervalMS is set.
+func (c FRRConfig) renderBFD(dir string) string {
+	s := fmt.Sprintf("hostname b\nlog file %s/bfdd.log\n", dir)
+	if c.BFDIntervalMS > 0 {
+		s += fmt.Sprintf("bfd\n profile fast\n  receive-interval %d\n  transmit-interval %d\n  detect-multiplier 3\n exit\nexit\n", c.BFDIntervalMS, c.BFDIntervalMS)
+	}
+	return s
 }
 
 // FRR is a running FRR (zebra + bgpd [+ bfdd]) in a namespace.
@@ -53,7 +67,7 @@ func StartFRR(t testing.TB, nsName string, c FRRConfig) *FRR {
 		"vtysh.conf": "",
 		"zebra.conf": fmt.Sprintf("hostname z\nlog file %s/zebra.log\n", dir),
 		"bgpd.conf":  c.render(dir),
-		"bfdd.conf":  fmt.Sprintf("hostname b\nlog file %s/bfdd.log\n", dir),
+		"bfdd.conf":  c.renderBFD(dir),
 	}
 	for name, body := range files {
 		p := filepath.Join(dir, name)
@@ -122,6 +136,9 @@ func (c FRRConfig) render(dir string) string {
 		}
 		if n.BFD {
 			fmt.Fprintf(&b, " neighbor %s bfd\n", n.Address)
+			if c.BFDIntervalMS > 0 {
+				fmt.Fprintf(&b, " neighbor %s bfd profile fast\n", n.Address)
+			}
 		}
 		if n.ExtendedNextHop {
 			fmt.Fprintf(&b, " neighbor %s capability extended-nexthop\n", n.Address)
