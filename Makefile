@@ -7,7 +7,7 @@ PLUGIN_PKGS := github.com/containernetworking/plugins/plugins/meta/portmap \
 	github.com/containernetworking/plugins/plugins/meta/bandwidth \
 	github.com/containernetworking/plugins/plugins/main/bridge \
 	github.com/containernetworking/plugins/plugins/ipam/host-local
-TEST_FLAGS ?= -race -count=1 -timeout 30m
+TEST_FLAGS ?= -race -count=1 -timeout 45m
 
 .PHONY: all build tools deps k8s crds test test-unit lint bench bench-flows lab lab-down clean fuzz
 

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -133,6 +134,7 @@ func labBGPRouter(t *testing.T, kind string) {
 			return nil
 		})
 	}
+	agentRestartKeepsTraffic(t, e, kind, podIPs["n1"][0], blocks, routerRoute)
 	lbWithdrawals(t, e, lbIPs, nodeIP, routerRoute)
 	nodeRemoved(t, e, blocks, routerRoute)
 	e.mustRun("down")
@@ -176,6 +178,78 @@ func nodeRemoved(t *testing.T, e *labEnv, blocks func() [][2]string, routerRoute
 		}
 	}
 	t.Logf("n3 removed (agent and kubelet killed, Node deleted): its %d blocks withdrawn at the router after %v", len(gone), time.Since(start).Round(time.Second))
+}
+
+// agentRestartKeepsTraffic: n1's agent SIGKILLed under a continuous ping
+// from the outside host to a pod on n1: the router keeps n1's block
+// (graceful restart: FRR marks it stale) and forwards every packet; the
+// agent started again, the stale mark clears. No ping is lost.
+func agentRestartKeepsTraffic(t *testing.T, e *labEnv, kind, podIP string, blocks func() [][2]string, routerRoute func(string) string) {
+	t.Helper()
+	block := ""
+	for _, b := range blocks() {
+		if b[0] == "n1" && netip.MustParsePrefix(b[1]).Contains(netip.MustParseAddr(podIP)) {
+			block = b[1]
+		}
+	}
+	if block == "" {
+		t.Fatalf("no block of n1 holds %s", podIP)
+	}
+	// FRR only: whether its path to the block is marked stale.
+	stale := func() (bool, error) {
+		out, err := e.run("exec", "router", "--", "vtysh", "--vty_socket", filepath.Join(e.dir, "router"), "-c", "show bgp ipv4 unicast "+block+" json")
+		if err != nil {
+			return false, fmt.Errorf("vtysh: %v: %s", err, out)
+		}
+		var r struct {
+			Paths []struct {
+				Stale bool `json:"stale"`
+			} `json:"paths"`
+		}
+		if err := json.Unmarshal([]byte(out), &r); err != nil || len(r.Paths) == 0 {
+			return false, fmt.Errorf("FRR has no path to %s: %v: %s", block, err, out)
+		}
+		for _, p := range r.Paths {
+			if p.Stale {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	pinged := make(chan string, 1)
+	go func() {
+		out, _ := e.run("exec", "ext", "--", "ping", "-n", "-c", "100", "-i", "0.1", "-W", "1", podIP)
+		pinged <- out
+	}()
+	time.Sleep(time.Second)
+	if err := syscall.Kill(e.agentPID("n1"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if kind == lab.RouterFRR {
+		testutil.Eventually(t, 5*time.Second, 100*time.Millisecond, func() error {
+			if s, err := stale(); err != nil || !s {
+				return fmt.Errorf("n1's agent killed: FRR's path to %s not stale (%v)", block, err)
+			}
+			return nil
+		})
+	}
+	if strings.TrimSpace(routerRoute(block)) == "" {
+		t.Fatalf("n1's agent killed: the router dropped %s from its kernel (graceful restart)", block)
+	}
+	time.Sleep(2 * time.Second)
+	e.mustRun("restart", "strait-agent", "n1")
+	if kind == lab.RouterFRR {
+		testutil.Eventually(t, 20*time.Second, 200*time.Millisecond, func() error {
+			if s, err := stale(); err != nil || s {
+				return fmt.Errorf("n1's agent restarted: FRR's path to %s still stale (%v)", block, err)
+			}
+			return nil
+		})
+	}
+	if out := <-pinged; !strings.Contains(out, "100 packets transmitted, 100 received") {
+		t.Fatalf("outside host -> %s across n1's agent kill and restart: packets lost:\n%s", podIP, out)
+	}
+	t.Logf("n1's agent killed and restarted: the router kept %s (graceful restart), 100 of 100 pings from the outside host arrived", block)
 }
 
 // lbWithdrawals: with externalTrafficPolicy Local only nodes with a ready
