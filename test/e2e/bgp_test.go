@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -197,7 +198,7 @@ func agentRestartKeepsTraffic(t *testing.T, e *labEnv, kind, podIP string, block
 	}
 	// FRR only: whether its path to the block is marked stale.
 	stale := func() (bool, error) {
-		out, err := e.run("exec", "router", "--", "vtysh", "--vty_socket", filepath.Join(e.dir, "router"), "-c", "show bgp ipv4 unicast "+block+" json")
+		out, err := exec.Command("vtysh", "--vty_socket", e.state().Router.Dir, "-c", "show bgp ipv4 unicast "+block+" json").CombinedOutput()
 		if err != nil {
 			return false, fmt.Errorf("vtysh: %v: %s", err, out)
 		}
@@ -206,7 +207,7 @@ func agentRestartKeepsTraffic(t *testing.T, e *labEnv, kind, podIP string, block
 				Stale bool `json:"stale"`
 			} `json:"paths"`
 		}
-		if err := json.Unmarshal([]byte(out), &r); err != nil || len(r.Paths) == 0 {
+		if err := json.Unmarshal(out, &r); err != nil || len(r.Paths) == 0 {
 			return false, fmt.Errorf("FRR has no path to %s: %v: %s", block, err, out)
 		}
 		for _, p := range r.Paths {

@@ -147,6 +147,9 @@ type state struct {
 		Cgroups   []string `json:"cgroups"`
 		HostPaths []string `json:"createdHostPaths"`
 	} `json:"cluster"`
+	Router *struct {
+		Dir string `json:"dir"`
+	} `json:"router"`
 }
 
 func (e *labEnv) state() state {
