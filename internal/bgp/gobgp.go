@@ -15,6 +15,7 @@ import (
 
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/config/oc"
 	gbgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
 	"google.golang.org/grpc"
@@ -143,8 +144,11 @@ func (s *gobgpSpeaker) ensureStarted(ctx context.Context, p plan) error {
 	if port == 0 {
 		port = gbgp.BGP_PORT
 	}
+	// Only the two families Strait speaks: without a list GoBGP makes a
+	// sharded table for every family it knows, twice (about 10 MB at start).
+	families := []uint32{uint32(oc.AfiSafiTypeToIntMap[oc.AFI_SAFI_TYPE_IPV4_UNICAST]), uint32(oc.AfiSafiTypeToIntMap[oc.AFI_SAFI_TYPE_IPV6_UNICAST])}
 	if err := s.srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
-		Asn: p.ASN, RouterId: p.RouterID.String(), ListenPort: port,
+		Asn: p.ASN, RouterId: p.RouterID.String(), ListenPort: port, Families: families,
 	}}); err != nil {
 		return fmt.Errorf("bgp start (AS %d, router ID %s, port %d): %w", p.ASN, p.RouterID, port, err)
 	}
