@@ -294,7 +294,11 @@ func ClientTLS(caFile, certFile, keyFile, serverName string) (*tls.Config, error
 			return nil, fmt.Errorf("read client key: %w", err)
 		}
 	}
-	return ClientTLSFromPEM(ca, cert, key, serverName)
+	cfg, err := ClientTLSFromPEM(ca, cert, key, serverName)
+	if err != nil {
+		return nil, fmt.Errorf("CA file %q, certificate %q, key %q: %w", caFile, certFile, keyFile, err)
+	}
+	return cfg, nil
 }
 
 // ClientTLSFromPEM is ClientTLS from PEM bytes (for example the ca.crt,

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -143,6 +144,16 @@ func TestSenderTransports(t *testing.T) {
 		// (With TLS 1.3 the client finishes its handshake before the
 		// collector checks its certificate, so the sender may count the
 		// record as sent; the collector is what must refuse it.)
+	})
+
+	t.Run("a bad CA file is named", func(t *testing.T) {
+		bad := filepath.Join(t.TempDir(), "not-a-ca.crt")
+		if err := os.WriteFile(bad, []byte("not PEM"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ClientTLS(bad, "", "", ""); err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "no PEM certificate") {
+			t.Fatalf("ClientTLS with a bad CA file: %v, want an error naming %s", err, bad)
+		}
 	})
 
 	t.Run("TLSSource is asked on every connection attempt", func(t *testing.T) {
