@@ -121,7 +121,7 @@ func (o *Options) bringUpNode(ctx context.Context, s *State, c ClusterOptions, n
 	files := map[string]string{
 		filepath.Join(d.containerd, "config.toml"): containerdConfig(d),
 		filepath.Join(d.root, "kubelet.yaml"):      kubeletConfig(n, d, p.CA, p.KubeletCert, p.KubeletKey, o.prefix()),
-		filepath.Join(d.root, "agent.yaml"):        agentConfig(n, d, p.AgentKubeconfig, c.encap(), c.dual()) + agentFlowsConfig(s.Flows.Collector, c.dual()) + agentBGPConfig(c.Router),
+		filepath.Join(d.root, "agent.yaml"):        agentConfig(n, d, p.AgentKubeconfig, c.encap(), c.dual()) + agentFlowsConfig(s.Flows.Collector, c.families(ServiceCIDRv4, ServiceCIDRv6)) + agentBGPConfig(c.Router),
 		filepath.Join(d.root, "resolv.conf"):       "",
 	}
 	if err := writeFiles(files); err != nil {

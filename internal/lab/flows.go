@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -72,20 +73,16 @@ api:
 
 // agentFlowsConfig is the `flows` section of every node's agent config
 // when the lab runs the aggregator ("" otherwise).
-func agentFlowsConfig(collector string, dual bool) string {
+func agentFlowsConfig(collector string, serviceCIDRs []string) string {
 	if collector == "" {
 		return ""
-	}
-	cidrs := ServiceCIDRv4
-	if dual {
-		cidrs += ", " + ServiceCIDRv6
 	}
 	return fmt.Sprintf(`flows:
   enabled: true
   collector: %q
   transport: tcp
   serviceCIDRs: [%s]
-`, collector, cidrs)
+`, collector, strings.Join(serviceCIDRs, ", "))
 }
 
 // startAggregator writes the aggregator's config, starts it in the

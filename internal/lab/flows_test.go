@@ -44,7 +44,7 @@ func TestAgentConfigFlowsSection(t *testing.T) {
 	load := func(collector string) *agent.Config {
 		t.Helper()
 		p := filepath.Join(t.TempDir(), "agent.yaml")
-		if err := os.WriteFile(p, []byte(agentConfig(n, o.nodeDirs(n), "/kubeconfig", "VXLAN", true)+agentFlowsConfig(collector, true)), 0o600); err != nil {
+		if err := os.WriteFile(p, []byte(agentConfig(n, o.nodeDirs(n), "/kubeconfig", "VXLAN", true)+agentFlowsConfig(collector, []string{ServiceCIDRv4, ServiceCIDRv6})), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		c, err := agent.LoadConfig(p)
