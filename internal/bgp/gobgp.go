@@ -236,13 +236,18 @@ func (s *gobgpSpeaker) applyPeers(ctx context.Context, p plan) {
 
 func (s *gobgpSpeaker) applyPaths(p plan) error {
 	want := make(map[netip.Prefix]struct{}, len(p.Paths))
-	var changed []Path
+	type change struct {
+		path  Path
+		attrs uint64
+	}
+	var changed []change
 	for _, path := range p.Paths {
 		want[path.Prefix] = struct{}{}
-		if old, ok := s.paths[path.Prefix]; ok && old == pathAttrs(path) {
+		attrs := pathAttrs(path)
+		if old, ok := s.paths[path.Prefix]; ok && old == attrs {
 			continue
 		}
-		changed = append(changed, path)
+		changed = append(changed, change{path, attrs})
 	}
 	var del []*apiutil.Path
 	for prefix := range s.paths {
@@ -267,8 +272,8 @@ func (s *gobgpSpeaker) applyPaths(p plan) error {
 	for start := 0; start < len(changed); start += 1000 {
 		chunk := changed[start:min(start+1000, len(changed))]
 		batch := make([]*apiutil.Path, 0, len(chunk))
-		for _, path := range chunk {
-			ap, err := toEnginePath(path)
+		for _, c := range chunk {
+			ap, err := toEnginePath(c.path)
 			if err != nil {
 				return err
 			}
@@ -277,8 +282,8 @@ func (s *gobgpSpeaker) applyPaths(p plan) error {
 		if _, err := s.srv.AddPath(apiutil.AddPathRequest{Paths: batch}); err != nil {
 			return fmt.Errorf("bgp announce %d paths: %w", len(batch), err)
 		}
-		for _, path := range chunk {
-			s.paths[path.Prefix] = pathAttrs(path)
+		for _, c := range chunk {
+			s.paths[c.path.Prefix] = c.attrs
 		}
 	}
 	return nil
