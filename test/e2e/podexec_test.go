@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/strait-net/strait/internal/ctl/check"
 )
 
 // An exec through the API server, kubelet and containerd now and then
@@ -14,29 +16,27 @@ import (
 // commands that must run once (servers, long pings) write their output to
 // a file in the pod that podRead then reads.
 
-const podEndMarker = "===e2e-end "
-
 // podRead runs a read-only shell script in pod and returns its standard
-// output once it came back whole (the end marker with the script's exit
-// status), rerunning it when the marker is missing. A script that ran and
-// failed is an error, not rerun.
+// output once it came back whole (check.MarkScript: the end marker with the
+// script's exit status), rerunning it when the marker is missing. A script
+// that ran and failed is an error, not rerun.
 func (e *labEnv) podRead(pod, script string) (string, error) {
 	var last string
 	for attempt := 0; attempt < 6; attempt++ {
 		if attempt > 0 {
 			time.Sleep(time.Duration(attempt) * 300 * time.Millisecond)
 		}
-		out, _ := e.kubectl("exec", pod, "--", "sh", "-c", script+"\necho \""+podEndMarker+"$?\"")
-		i := strings.LastIndex(out, podEndMarker)
-		if i < 0 {
+		out, _ := e.kubectl("exec", pod, "--", "sh", "-c", check.MarkScript(script))
+		body, status, ok := check.SplitMarked(out)
+		if !ok {
 			last = out
 			e.t.Logf("exec in %s came back without its end marker (attempt %d), rerunning: %q", pod, attempt+1, out)
 			continue
 		}
-		if status := strings.TrimSpace(out[i+len(podEndMarker):]); status != "0" {
-			return out[:i], fmt.Errorf("%q in %s exited %s: %s", script, pod, status, out[:i])
+		if status != "0" {
+			return body, fmt.Errorf("%q in %s exited %s: %s", script, pod, status, body)
 		}
-		return out[:i], nil
+		return body, nil
 	}
 	return "", fmt.Errorf("%q in %s: output never came back whole: %q", script, pod, last)
 }

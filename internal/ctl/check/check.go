@@ -229,27 +229,19 @@ func probeAll(ctx context.Context, c *cluster, hops []Hop) []Result {
 func probe(ctx context.Context, c *cluster, h Hop) Result {
 	const count = 3
 	r := Result{Hop: h, Sent: count}
-	// An exec through the API server now and then ends with no output at
-	// all (seen on the lab under load): such a probe is run again.
-	var out string
-	var err error
-	for attempt := 0; attempt < execAttempts && ctx.Err() == nil; attempt++ {
-		if attempt > 0 {
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
-			}
-		}
-		out, _, err = c.exec(ctx, probeName(rolePod, h.From), []string{"ping", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "2", h.Dst.String()})
-		if sent, recv, ok := ParsePing(out); ok {
-			r.Sent, r.Received, r.OK = sent, recv, recv > 0
-			return r
-		}
+	// A probe whose output came back incomplete is run again (execComplete);
+	// ping's exit status is not used: packet loss is in its statistics.
+	out, errOut, _, err := c.execComplete(ctx, probeName(rolePod, h.From), fmt.Sprintf("ping -c %d -i 0.2 -W 2 %s", count, h.Dst))
+	if err != nil {
+		r.Error = err.Error()
+		return r
 	}
-	if err == nil {
-		err = errors.New("ping printed no statistics")
+	sent, recv, ok := ParsePing(out)
+	if !ok {
+		r.Error = "ping printed no statistics: " + lastLine(out+errOut)
+		return r
 	}
-	r.Error = strings.TrimSpace(fmt.Sprintf("%v %s", err, lastLine(out)))
+	r.Sent, r.Received, r.OK = sent, recv, recv > 0
 	return r
 }
 

@@ -257,3 +257,19 @@ func TestRenderAndErr(t *testing.T) {
 		t.Errorf("all green: %v", err)
 	}
 }
+
+// TestSplitMarked: output with the end marker splits into body and exit
+// status; output whose end was lost (no marker) is reported incomplete.
+func TestSplitMarked(t *testing.T) {
+	script := MarkScript("ip route show")
+	if !strings.HasSuffix(script, "$?\"") || !strings.HasPrefix(script, "ip route show\n") {
+		t.Fatalf("MarkScript: %q", script)
+	}
+	body, status, ok := SplitMarked("default via 10.0.0.1\n" + endMarker + "2\n")
+	if !ok || body != "default via 10.0.0.1\n" || status != "2" {
+		t.Fatalf("SplitMarked: %q %q %v", body, status, ok)
+	}
+	if _, _, ok := SplitMarked("default via 10.0.0.1\n"); ok {
+		t.Fatal("output without the marker taken as whole")
+	}
+}

@@ -207,20 +207,35 @@ func (c *cluster) exec(ctx context.Context, pod string, argv []string) (stdout, 
 	return out.String(), errOut.String(), err
 }
 
-// execAttempts bounds the runs of a read-only command whose output came
-// back incomplete: an exec through the API server, kubelet and the
-// container runtime now and then ends with part or all of a short-lived
-// command's output missing (seen on the lab under load).
+// execAttempts bounds the runs of a command whose output came back
+// incomplete: an exec through the API server, kubelet and the container
+// runtime now and then ends with part or all of a short-lived command's
+// output missing (seen on the lab under load).
 const execAttempts = 5
 
-// execComplete runs a read-only shell script in pod and returns its
-// standard output once the output is known to be whole: the script's
-// last line, an end marker with its exit status, came back. It runs the
-// script again (up to execAttempts, with backoff) when the marker is
-// missing.
-func (c *cluster) execComplete(ctx context.Context, pod, script string) (string, error) {
-	const marker = "===strait-check-end "
-	var lastErr error
+const endMarker = "===strait-exec-end "
+
+// MarkScript appends to a shell script a last line that prints an end
+// marker with the script's exit status, so that a reader can tell output
+// that came back whole from output whose end was lost (SplitMarked).
+func MarkScript(script string) string { return script + "\necho \"" + endMarker + "$?\"" }
+
+// SplitMarked splits the output of a MarkScript script into what the
+// script printed and its exit status; ok is false when the marker did not
+// come back, i.e. the output is incomplete.
+func SplitMarked(out string) (body, status string, ok bool) {
+	i := strings.LastIndex(out, endMarker)
+	if i < 0 {
+		return out, "", false
+	}
+	return out[:i], strings.TrimSpace(out[i+len(endMarker):]), true
+}
+
+// execComplete runs a shell script in pod and returns its standard output,
+// standard error and exit status once the output is known to be whole
+// (MarkScript), running it again (up to execAttempts, with backoff) when
+// the end came back missing. The script must be safe to run again.
+func (c *cluster) execComplete(ctx context.Context, pod, script string) (stdout, stderr, status string, err error) {
 	for attempt := 0; attempt < execAttempts && ctx.Err() == nil; attempt++ {
 		if attempt > 0 {
 			select {
@@ -228,22 +243,17 @@ func (c *cluster) execComplete(ctx context.Context, pod, script string) (string,
 			case <-time.After(time.Duration(attempt) * 300 * time.Millisecond):
 			}
 		}
-		out, errOut, err := c.exec(ctx, pod, []string{"sh", "-c", script + "\necho \"" + marker + "$?\""})
-		i := strings.LastIndex(out, marker)
-		if i < 0 {
-			lastErr = fmt.Errorf("exec in %s: output incomplete (%v): %s", pod, err, lastLine(out+errOut))
-			continue
+		out, errOut, xerr := c.exec(ctx, pod, []string{"sh", "-c", MarkScript(script)})
+		body, st, ok := SplitMarked(out)
+		if ok {
+			return body, errOut, st, nil
 		}
-		status := strings.TrimSpace(out[i+len(marker):])
-		if status != "0" {
-			return out[:i], fmt.Errorf("exec in %s: %q exited %s: %s", pod, script, status, strings.TrimSpace(errOut))
-		}
-		return out[:i], nil
+		err = fmt.Errorf("exec in %s: output incomplete (%v): %s", pod, xerr, lastLine(out+errOut))
 	}
-	if lastErr == nil {
-		lastErr = ctx.Err()
+	if err == nil {
+		err = ctx.Err()
 	}
-	return "", lastErr
+	return "", "", "", err
 }
 
 // blocks lists the IPAM blocks (IPAMBlock objects, or Node podCIDRs when
@@ -288,7 +298,10 @@ func (c *cluster) routes(ctx context.Context, nodes []Node, bad map[string]strin
 			errs[n.Name] = why
 			continue
 		}
-		out, err := c.execComplete(ctx, probeName(roleHost, n.Name), "ip -4 route show && echo "+routeSep+" && ip -6 route show")
+		out, errOut, status, err := c.execComplete(ctx, probeName(roleHost, n.Name), "ip -4 route show && echo "+routeSep+" && ip -6 route show")
+		if err == nil && status != "0" {
+			err = fmt.Errorf("reading the routes of %s exited %s: %s", n.Name, status, strings.TrimSpace(errOut))
+		}
 		if err != nil {
 			errs[n.Name] = err.Error()
 			continue
