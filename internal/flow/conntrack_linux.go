@@ -42,8 +42,10 @@ func (r *reader) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// closeEvents closes the event socket while draining the channel: the
-	// library's worker blocks on a full channel and Close waits for it.
+	// closeEvents closes the event socket while draining both of its
+	// channels: the library's worker blocks on a full event channel, or on
+	// its unbuffered error channel (an overflow racing the close), and
+	// Close waits for the worker.
 	closeEvents := func() {
 		if lc == nil {
 			return
@@ -56,6 +58,7 @@ func (r *reader) run(ctx context.Context) error {
 			case <-done:
 				return
 			case <-events:
+			case <-errs:
 			}
 		}
 	}

@@ -391,3 +391,68 @@ func TestOverflowResync(t *testing.T) {
 		t.Errorf("the event socket never overflowed: the test proves nothing")
 	}
 }
+
+// TestStopDuringOverflow: cancelling the exporter while its event socket
+// overflows returns promptly. (The conntrack library's worker reports an
+// overflow on an unbuffered channel and Close waits for the worker, so a
+// stop that stops reading that channel hung forever.)
+func TestStopDuringOverflow(t *testing.T) {
+	l := newLab(t)
+	// The flood's connections leave the table after 2s (not 30), so it
+	// stays small and each resync dump quick.
+	l.node.MustRun(t, "sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=2")
+	c := startTCP(t, newTestCollector(), nil)
+	stop := make(chan struct{})
+	flooding := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				flooding <- nil
+				return
+			default:
+			}
+			if err := l.udpFromA(500, 200); err != nil {
+				flooding <- err
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		if err := <-flooding; err != nil {
+			t.Errorf("flood: %v", err)
+		}
+	}()
+	var overflows uint64
+	var slowest time.Duration
+	const runs = 12
+	for i := range runs {
+		e, err := New(Config{NodeNetns: l.node.Path(), Node: "n1", ReadBuffer: 4096,
+			Table:  TableConfig{Scope: testScope(), Pods: testPods(), ActiveTimeout: time.Second, IdleTimeout: time.Second},
+			Export: ExportConfig{Address: c.addr}, PollInterval: time.Second, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- e.Run(ctx) }()
+		time.Sleep(time.Duration(50+i*40) * time.Millisecond)
+		cancel()
+		stopAt := time.Now()
+		select {
+		case err := <-done:
+			slowest = max(slowest, time.Since(stopAt))
+			if err != nil {
+				t.Fatalf("run %d: %v", i, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("run %d: the exporter did not stop within 30s of its cancel (overflows so far %d)", i, overflows+e.Stats().Overflows)
+		}
+		overflows += e.Stats().Overflows
+	}
+	if overflows == 0 {
+		t.Errorf("the event socket never overflowed: the test proves nothing")
+	}
+	t.Logf("%d overflows over %d runs; slowest stop %v", overflows, runs, slowest)
+}
