@@ -134,8 +134,12 @@ func desiredBGP(in bgpInputs) (bgp.Config, []string) {
 					problem("mesh: node %s has no InternalIP of a family this node has", n.Name)
 					continue
 				}
+				local := in.NodeV4
+				if addr.Is6() {
+					local = in.NodeV6
+				}
 				mp := bgp.Peer{Name: meshPeerPrefix + n.Name, Address: addr, ASN: cfg.ASN, Password: password,
-					Families: families(nil, dual, addr), Timers: timers(nil), Learn: true}
+					Families: families(nil, dual, addr), Timers: timers(nil), Learn: true, Passive: bgp.MeshPassive(local, addr)}
 				setSource(&mp, "", "", spec.SourceAddress, spec.SourceInterface)
 				cfg.Peers = append(cfg.Peers, mp)
 			}

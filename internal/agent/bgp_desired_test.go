@@ -262,3 +262,37 @@ func TestDesiredBGPRules(t *testing.T) {
 		t.Error("hash router ID not stable or not distinct")
 	}
 }
+
+// TestMeshOneSideConnects: in every mesh pair exactly one node connects and
+// the other waits (IPv4 mesh of the dual-stack nodes and the IPv6 mesh of
+// IPv6-only ones), so two nodes never open a session to each other at once.
+func TestMeshOneSideConnects(t *testing.T) {
+	for _, v6only := range []bool{false, true} {
+		passive := map[[2]string]bool{} // (node, peer node) -> passive
+		base := baseInputs()
+		for _, n := range base.Nodes {
+			in := baseInputs()
+			in.Node, in.NodeV4, in.NodeV6 = n.Name, n.V4, n.V6
+			if v6only {
+				in.NodeV4 = netip.Addr{}
+				for i := range in.Nodes {
+					in.Nodes[i].V4 = netip.Addr{}
+				}
+			}
+			cfg, _ := desiredBGP(in)
+			for _, p := range cfg.Peers {
+				if other, ok := strings.CutPrefix(p.Name, meshPeerPrefix); ok {
+					passive[[2]string{n.Name, other}] = p.Passive
+				}
+			}
+		}
+		if len(passive) != 6 {
+			t.Fatalf("v6only=%v: %d mesh sessions, want 6: %v", v6only, len(passive), passive)
+		}
+		for k, p := range passive {
+			if back, ok := passive[[2]string{k[1], k[0]}]; !ok || back == p {
+				t.Errorf("v6only=%v: %s->%s passive %v, %s->%s passive %v", v6only, k[0], k[1], p, k[1], k[0], back)
+			}
+		}
+	}
+}

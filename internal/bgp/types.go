@@ -133,6 +133,15 @@ type Peer struct {
 	Learn bool
 }
 
+// MeshPassive says whether the session between two speakers of a full mesh
+// is passive on the side at local: the higher address connects, the lower
+// waits. Both sides derive the same answer from the same two addresses, so
+// the pair never opens two connections at once (GoBGP's collision handling
+// can then pick different connections at the two ends and retry in step).
+func MeshPassive(local, remote netip.Addr) bool {
+	return local.IsValid() && remote.IsValid() && local.Less(remote)
+}
+
 // LargeCommunity is an RFC 8092 large community GlobalAdmin:Local1:Local2.
 type LargeCommunity struct {
 	GlobalAdmin, LocalData1, LocalData2 uint32

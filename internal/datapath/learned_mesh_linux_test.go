@@ -128,7 +128,7 @@ func TestNativeRoutingMesh(t *testing.T) {
 				continue
 			}
 			cfg.Peers = append(cfg.Peers, bgp.Peer{Name: fmt.Sprintf("mesh-n%d", j+1), Address: o.v4, ASN: 65001,
-				LocalAddress: n.v4, Families: []bgp.Family{bgp.IPv4Unicast, bgp.IPv6Unicast}, Learn: true,
+				LocalAddress: n.v4, Families: []bgp.Family{bgp.IPv4Unicast, bgp.IPv6Unicast}, Learn: true, Passive: bgp.MeshPassive(n.v4, o.v4),
 				Timers: bgp.Timers{Keepalive: time.Second, Hold: 3 * time.Second, ConnectRetry: time.Second}})
 		}
 		b, err := json.Marshal(cfg)
