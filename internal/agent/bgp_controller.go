@@ -25,6 +25,7 @@ import (
 
 	"github.com/strait-net/strait/api/v1alpha1"
 	"github.com/strait-net/strait/internal/bgp"
+	"github.com/strait-net/strait/internal/kubeutil"
 	"github.com/strait-net/strait/internal/lbipam"
 )
 
@@ -160,7 +161,7 @@ func (b *bgpController) start(ctx context.Context) error {
 	sf.Start(ctx.Done())
 	df.Start(ctx.Done())
 	b.log.Info("waiting for the BGP informers")
-	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+	if !kubeutil.WaitForSync(ctx, synced...) {
 		return fmt.Errorf("bgp: informers did not sync (are the BGP CRDs installed?): %w", ctx.Err())
 	}
 	go b.loop(ctx, wake)

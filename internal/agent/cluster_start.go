@@ -11,6 +11,7 @@ import (
 
 	"github.com/strait-net/strait/internal/agent/blocks"
 	"github.com/strait-net/strait/internal/ipam"
+	"github.com/strait-net/strait/internal/kubeutil"
 )
 
 // startCluster connects to the API server and brings up the cluster
@@ -26,7 +27,7 @@ func (a *Agent) startCluster(ctx context.Context, dp PodDatapath, alloc *ipam.Al
 		return nil, fmt.Errorf("API client config (kubeconfig %q): %w", a.cfg.Kubeconfig, err)
 	}
 	rc.UserAgent = "strait-agent/" + a.cfg.NodeName
-	kube, err := kubernetes.NewForConfig(rc)
+	kube, err := kubernetes.NewForConfig(kubeutil.Protobuf(rc))
 	if err != nil {
 		return nil, fmt.Errorf("API client: %w", err)
 	}

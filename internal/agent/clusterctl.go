@@ -19,6 +19,7 @@ import (
 	"github.com/strait-net/strait/internal/agent/blocks"
 	"github.com/strait-net/strait/internal/datapath"
 	"github.com/strait-net/strait/internal/ipam"
+	"github.com/strait-net/strait/internal/kubeutil"
 )
 
 // clusterController drives the datapath from the Kubernetes API: it claims
@@ -212,11 +213,17 @@ func (cc *clusterController) start(ctx context.Context) error {
 	cc.topo.mu.Lock()
 	cc.topo.self, cc.topo.uplink = self, uplinkName
 	cc.topo.mu.Unlock()
+	// The informers list while the annotation is written; the first resync
+	// waits for both.
+	synced, err := cc.startInformers(ctx)
+	if err != nil {
+		return err
+	}
 	if err := annotateNode(ctx, cc.c.kube, node.Name, self); err != nil {
 		return err
 	}
-	if err := cc.startInformers(ctx); err != nil {
-		return err
+	if !kubeutil.WaitForSync(ctx, synced...) {
+		return errors.New("informers did not sync")
 	}
 	if err := cc.resync(ctx); err != nil {
 		return err
@@ -233,48 +240,37 @@ func famOf(a netip.Addr) int {
 }
 
 // startInformers watches Nodes, IPAMBlocks and IPPools and marks the nodes
-// an event concerns as dirty.
-func (cc *clusterController) startInformers(ctx context.Context) error {
+// an event concerns as dirty. It returns when each of its handlers has seen
+// the informer's initial list: the handlers fill the topology, and an
+// informer's own HasSynced turns true when its store is filled, before the
+// handlers have been told (a resync then saw a third of 1,000 Nodes).
+func (cc *clusterController) startInformers(ctx context.Context) ([]cache.InformerSynced, error) {
 	kf, df := cc.c.informers(0)
-	nodeInf := kf.Core().V1().Nodes().Informer()
-	_, err := nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { cc.onNode(o, false) },
-		UpdateFunc: func(_, o any) { cc.onNode(o, false) },
-		DeleteFunc: func(o any) { cc.onNode(o, true) },
-	})
-	if err != nil {
-		return err
+	type watch struct {
+		inf              cache.SharedIndexInformer
+		add, update, del func(o any)
 	}
-	handlers := []cache.SharedIndexInformer{nodeInf}
+	watches := []watch{{kf.Core().V1().Nodes().Informer(),
+		func(o any) { cc.onNode(o, false) }, func(o any) { cc.onNode(o, false) }, func(o any) { cc.onNode(o, true) }}}
 	if cc.cfg.IPAMMode == IPAMBlocks {
-		blockInf := df.ForResource(gvrIPAMBlocks).Informer()
-		if _, err := blockInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(o any) { cc.onBlock(o, false) },
-			UpdateFunc: func(_, o any) { cc.onBlock(o, false) },
-			DeleteFunc: func(o any) { cc.onBlock(o, true) },
-		}); err != nil {
-			return err
+		watches = append(watches,
+			watch{df.ForResource(gvrIPAMBlocks).Informer(),
+				func(o any) { cc.onBlock(o, false) }, func(o any) { cc.onBlock(o, false) }, func(o any) { cc.onBlock(o, true) }},
+			watch{df.ForResource(gvrIPPools).Informer(),
+				func(o any) { cc.onPool(o, false) }, func(o any) { cc.onPool(o, false) }, func(o any) { cc.onPool(o, true) }})
+	}
+	syncs := make([]cache.InformerSynced, 0, len(watches))
+	for _, w := range watches {
+		reg, err := w.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: w.add, UpdateFunc: func(_, o any) { w.update(o) }, DeleteFunc: w.del})
+		if err != nil {
+			return nil, err
 		}
-		poolInf := df.ForResource(gvrIPPools).Informer()
-		if _, err := poolInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(o any) { cc.onPool(o, false) },
-			UpdateFunc: func(_, o any) { cc.onPool(o, false) },
-			DeleteFunc: func(o any) { cc.onPool(o, true) },
-		}); err != nil {
-			return err
-		}
-		handlers = append(handlers, blockInf, poolInf)
+		syncs = append(syncs, reg.HasSynced)
 	}
 	kf.Start(ctx.Done())
 	df.Start(ctx.Done())
-	syncs := make([]cache.InformerSynced, 0, len(handlers))
-	for _, h := range handlers {
-		syncs = append(syncs, h.HasSynced)
-	}
-	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
-		return errors.New("informers did not sync")
-	}
-	return nil
+	return syncs, nil
 }
 
 func unwrapTombstone(o any) any {

@@ -77,14 +77,27 @@ func (d *Datapath) resync(ctx context.Context, peers []Peer) (OpStats, []string,
 		affected = append(affected, k)
 	}
 	changes := append(o.plan(affected), extras...)
+	// Kernel first: a node joining a large cluster converges before its
+	// thousands of repair descriptions are rendered. (actual is the
+	// installed set, which applying updates: keep what each entry was.)
+	type before struct {
+		val entryVal
+		had bool
+	}
+	was := make([]before, len(changes))
+	for i, c := range changes {
+		was[i].val, was[i].had = actual[c.key]
+	}
+	stats, err := d.applyChanges(ctx, changes, "")
+	// The caller reports what was repaired (once, summarised past a few).
 	repaired := make([]string, 0, len(changes))
-	for _, c := range changes {
+	for i, c := range changes {
 		peer := o.owner(c.key)
 		if c.reason != "" {
 			peer = ""
 		}
 		what := c.key.entry(c.val, peer).String()
-		old, had := actual[c.key]
+		old, had := was[i].val, was[i].had
 		switch {
 		case c.reason != "":
 			repaired = append(repaired, what+": "+c.reason)
@@ -96,8 +109,6 @@ func (d *Datapath) resync(ctx context.Context, peers []Peer) (OpStats, []string,
 			repaired = append(repaired, what+": missing, added")
 		}
 	}
-	// The caller reports what was repaired (once, summarised past a few).
-	stats, err := d.applyChanges(ctx, changes, "")
 	return stats, repaired, err
 }
 

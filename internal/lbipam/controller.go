@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/strait-net/strait/api/v1alpha1"
+	"github.com/strait-net/strait/internal/kubeutil"
 	"github.com/strait-net/strait/internal/leader"
 )
 
@@ -132,7 +133,7 @@ func (c *controller) lead(ctx context.Context) error {
 	df.Start(ctx.Done())
 	defer kf.Shutdown()
 	defer df.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), si.HasSynced, pi.HasSynced) {
+	if !kubeutil.WaitForSync(ctx, si.HasSynced, pi.HasSynced) {
 		return fmt.Errorf("lbipam: informers did not sync: %w", ctx.Err())
 	}
 	c.services, c.pools = si.GetIndexer(), pi.GetIndexer()

@@ -18,6 +18,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/strait-net/strait/internal/kubeutil"
 )
 
 // Index answers PodLabels(ip) from a pod informer.
@@ -44,7 +46,7 @@ func Client(kubeconfig string) (kubernetes.Interface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return kubernetes.NewForConfig(cfg)
+	return kubernetes.NewForConfig(kubeutil.Protobuf(cfg))
 }
 
 // Start runs a pod informer until ctx ends and returns once its cache is
@@ -56,7 +58,8 @@ func Start(ctx context.Context, kube kubernetes.Interface, syncTimeout time.Dura
 	if err := inf.SetTransform(slim); err != nil {
 		return nil, fmt.Errorf("pod informer: %w", err)
 	}
-	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	// The handlers fill the index: wait for them, not only the store.
+	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { x.set(o, false) },
 		UpdateFunc: func(old, o any) { x.set(old, true); x.set(o, false) },
 		DeleteFunc: func(o any) { x.set(o, true) },
@@ -67,7 +70,7 @@ func Start(ctx context.Context, kube kubernetes.Interface, syncTimeout time.Dura
 	f.Start(ctx.Done())
 	syncCtx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
-	if !cache.WaitForCacheSync(syncCtx.Done(), inf.HasSynced) {
+	if !kubeutil.WaitForSync(syncCtx, reg.HasSynced) {
 		return nil, fmt.Errorf("pod informer: not synced within %v (API server reachable? RBAC: list and watch pods)", syncTimeout)
 	}
 	return x, nil
