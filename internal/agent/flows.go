@@ -342,7 +342,7 @@ func slimPod(o any) (any, error) {
 		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, Labels: pod.Labels,
 			UID: pod.UID, ResourceVersion: pod.ResourceVersion},
 		Spec:   corev1.PodSpec{NodeName: pod.Spec.NodeName, HostNetwork: pod.Spec.HostNetwork},
-		Status: corev1.PodStatus{PodIPs: pod.Status.PodIPs},
+		Status: corev1.PodStatus{Phase: pod.Status.Phase, PodIPs: pod.Status.PodIPs},
 	}, nil
 }
 
@@ -351,6 +351,8 @@ func (p *podIndex) setPod(o any, remove bool) {
 	if !ok || pod.Spec.HostNetwork {
 		return
 	}
+	// A finished pod's addresses may already belong to a new pod.
+	remove = remove || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, ip := range pod.Status.PodIPs {

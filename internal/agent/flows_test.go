@@ -86,6 +86,25 @@ func TestPodIndex(t *testing.T) {
 	if _, ok := p.ResolvePod(netip.MustParseAddr("10.244.1.7")); ok {
 		t.Error("deleted pod still resolves")
 	}
+	// A finished pod (a Job's) keeps its object but not its address, which
+	// a new pod may already hold; the new pod stays when the old one ends.
+	job := pod("job-1", "n2", "10.244.1.8", nil)
+	p.setPod(job, false)
+	p.setPod(pod("web-2", "n2", "10.244.1.8", nil), false)
+	job.Status.Phase = corev1.PodSucceeded
+	slimJob, _ := slimPod(job)
+	p.setPod(slimJob, false)
+	if got, ok := p.ResolvePod(netip.MustParseAddr("10.244.1.8")); !ok || got.Name != "web-2" {
+		t.Errorf("address of a finished pod reused by web-2 resolves to %+v %v", got, ok)
+	}
+	failed := pod("job-2", "n2", "10.244.1.9", nil)
+	p.setPod(failed, false)
+	failed.Status.Phase = corev1.PodFailed
+	slimFailed, _ := slimPod(failed)
+	p.setPod(slimFailed, false)
+	if got, ok := p.ResolvePod(netip.MustParseAddr("10.244.1.9")); ok {
+		t.Errorf("a failed pod's address still resolves: %+v", got)
+	}
 
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "data"},
 		Spec: corev1.ServiceSpec{ClusterIPs: []string{"10.96.0.10", "fd10:96::10"},
