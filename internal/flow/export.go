@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -28,12 +29,10 @@ type ExportConfig struct {
 	Address string
 	// Transport: tcp (default), tls or udp.
 	Transport string
-	// TLS is the client configuration for tls (certificates for mutual
-	// authentication, root CAs, server name).
-	TLS *tls.Config
-	// TLSSource, when set instead of TLS, is asked for the configuration
-	// on every connection attempt, so rotated certificates (files or a
-	// Secret) are picked up on the next reconnect.
+	// TLSSource gives the client configuration for tls (certificates for
+	// mutual authentication, root CAs, server name). It is asked on every
+	// connection attempt, so rotated certificates (files or a Secret) are
+	// picked up on the next reconnect; StaticTLS wraps a fixed one.
 	TLSSource func(ctx context.Context) (*tls.Config, error)
 	// ObservationDomain of the messages (default 1).
 	ObservationDomain uint32
@@ -48,13 +47,18 @@ type ExportConfig struct {
 	MinBackoff, MaxBackoff time.Duration
 }
 
+// StaticTLS is a TLSSource that always gives cfg.
+func StaticTLS(cfg *tls.Config) func(context.Context) (*tls.Config, error) {
+	return func(context.Context) (*tls.Config, error) { return cfg, nil }
+}
+
 func (c *ExportConfig) defaults() error {
 	switch c.Transport {
 	case "":
 		c.Transport = TransportTCP
 	case TransportTCP, TransportUDP:
 	case TransportTLS:
-		if c.TLS == nil && c.TLSSource == nil {
+		if c.TLSSource == nil {
 			return fmt.Errorf("transport tls needs a TLS configuration")
 		}
 	default:
@@ -140,12 +144,12 @@ func (s *sender) dial(ctx context.Context) (net.Conn, error) {
 	case TransportUDP:
 		return d.DialContext(ctx, "udp", s.cfg.Address)
 	case TransportTLS:
-		cfg := s.cfg.TLS
-		if s.cfg.TLSSource != nil {
-			var err error
-			if cfg, err = s.cfg.TLSSource(ctx); err != nil {
-				return nil, fmt.Errorf("TLS configuration: %w", err)
-			}
+		cfg, err := s.cfg.TLSSource(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("TLS configuration: %w", err)
+		}
+		if cfg == nil {
+			return nil, errors.New("TLS configuration: none given")
 		}
 		if cfg.ServerName == "" {
 			cfg = cfg.Clone()

@@ -94,7 +94,7 @@ func TestSenderTransports(t *testing.T) {
 	} {
 		t.Run(tc.transport, func(t *testing.T) {
 			c := tc.start(t)
-			s, st := startSender(t, ExportConfig{Address: c.addr, Transport: tc.transport, TLS: tc.tls})
+			s, st := startSender(t, ExportConfig{Address: c.addr, Transport: tc.transport, TLSSource: StaticTLS(tc.tls)})
 			const n = 500
 			for i := range n {
 				f := record(i)
@@ -132,7 +132,7 @@ func TestSenderTransports(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, _ := startSender(t, ExportConfig{Address: c.addr, Transport: TransportTLS, TLS: noCert, MinBackoff: 50 * time.Millisecond})
+		s, _ := startSender(t, ExportConfig{Address: c.addr, Transport: TransportTLS, TLSSource: StaticTLS(noCert), MinBackoff: 50 * time.Millisecond})
 		f := record(1)
 		s.enqueue(&f)
 		time.Sleep(time.Second)
