@@ -240,10 +240,11 @@ func famOf(a netip.Addr) int {
 }
 
 // startInformers watches Nodes, IPAMBlocks and IPPools and marks the nodes
-// an event concerns as dirty. It returns when each of its handlers has seen
-// the informer's initial list: the handlers fill the topology, and an
-// informer's own HasSynced turns true when its store is filled, before the
-// handlers have been told (a resync then saw a third of 1,000 Nodes).
+// an event concerns as dirty. It returns its handlers' HasSynced, each true
+// once that handler has seen its informer's initial list: the handlers fill
+// the topology, and an informer's own HasSynced turns true when its store
+// is filled, before the handlers have been told (a resync then saw a third
+// of 1,000 Nodes).
 func (cc *clusterController) startInformers(ctx context.Context) ([]cache.InformerSynced, error) {
 	kf, df := cc.c.informers(0)
 	type watch struct {
