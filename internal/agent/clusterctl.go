@@ -248,22 +248,21 @@ func famOf(a netip.Addr) int {
 func (cc *clusterController) startInformers(ctx context.Context) ([]cache.InformerSynced, error) {
 	kf, df := cc.c.informers(0)
 	type watch struct {
-		inf              cache.SharedIndexInformer
-		add, update, del func(o any)
+		inf cache.SharedIndexInformer
+		on  func(o any, deleted bool)
 	}
-	watches := []watch{{kf.Core().V1().Nodes().Informer(),
-		func(o any) { cc.onNode(o, false) }, func(o any) { cc.onNode(o, false) }, func(o any) { cc.onNode(o, true) }}}
+	watches := []watch{{kf.Core().V1().Nodes().Informer(), cc.onNode}}
 	if cc.cfg.IPAMMode == IPAMBlocks {
-		watches = append(watches,
-			watch{df.ForResource(gvrIPAMBlocks).Informer(),
-				func(o any) { cc.onBlock(o, false) }, func(o any) { cc.onBlock(o, false) }, func(o any) { cc.onBlock(o, true) }},
-			watch{df.ForResource(gvrIPPools).Informer(),
-				func(o any) { cc.onPool(o, false) }, func(o any) { cc.onPool(o, false) }, func(o any) { cc.onPool(o, true) }})
+		watches = append(watches, watch{df.ForResource(gvrIPAMBlocks).Informer(), cc.onBlock},
+			watch{df.ForResource(gvrIPPools).Informer(), cc.onPool})
 	}
 	syncs := make([]cache.InformerSynced, 0, len(watches))
 	for _, w := range watches {
 		reg, err := w.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc: w.add, UpdateFunc: func(_, o any) { w.update(o) }, DeleteFunc: w.del})
+			AddFunc:    func(o any) { w.on(o, false) },
+			UpdateFunc: func(_, o any) { w.on(o, false) },
+			DeleteFunc: func(o any) { w.on(o, true) },
+		})
 		if err != nil {
 			return nil, err
 		}
