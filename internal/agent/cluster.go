@@ -139,40 +139,78 @@ type clusterClients struct {
 
 // topology is the controller's view of the cluster, guarded by mu.
 type topology struct {
-	mu      sync.Mutex
-	self    nodeInfo
-	uplink  string
-	nodes   map[string]nodeInfo
-	blocks  map[string]blockInfo // by object name
-	bpool   map[string]string    // block name -> pool name
+	mu     sync.Mutex
+	self   nodeInfo
+	uplink string
+	nodes  map[string]nodeInfo
+	blocks map[string]blockInfo // by object name; change through putBlock and dropBlock
+	bpool  map[string]string    // block name -> pool name
+	// byNode indexes blocks by node, so that an event for one node reads
+	// and changes only that node's blocks.
+	byNode  map[string]map[string]bool
 	pools   map[string]poolSettings
 	applied map[string]datapath.Peer
 }
 
 func newTopology() *topology {
 	return &topology{nodes: map[string]nodeInfo{}, blocks: map[string]blockInfo{}, bpool: map[string]string{},
-		pools: map[string]poolSettings{}, applied: map[string]datapath.Peer{}}
+		byNode: map[string]map[string]bool{}, pools: map[string]poolSettings{}, applied: map[string]datapath.Peer{}}
+}
+
+// putBlock records block name (replacing what it was) and indexes it by node.
+func (t *topology) putBlock(name string, b blockInfo) {
+	t.dropBlock(name)
+	t.blocks[name] = b
+	if t.byNode[b.Node] == nil {
+		t.byNode[b.Node] = map[string]bool{}
+	}
+	t.byNode[b.Node][name] = true
+}
+
+// dropBlock forgets block name.
+func (t *topology) dropBlock(name string) {
+	b, ok := t.blocks[name]
+	if !ok {
+		return
+	}
+	delete(t.blocks, name)
+	delete(t.bpool, name)
+	if delete(t.byNode[b.Node], name); len(t.byNode[b.Node]) == 0 {
+		delete(t.byNode, b.Node)
+	}
 }
 
 // blockList resolves each block's encapsulation from its pool; blocks of an
 // unknown pool fall back to the pool whose CIDR contains them.
 func (t *topology) blockList(nodeCIDREncap string) []blockInfo {
-	var out []blockInfo
+	out := make([]blockInfo, 0, len(t.blocks))
 	for name, b := range t.blocks {
-		enc := nodeCIDREncap
-		if p, ok := t.pools[t.bpool[name]]; ok {
-			enc = p.Encapsulation
-		} else {
-			for _, p := range t.pools {
-				if p.CIDR.Contains(b.CIDR.Addr()) {
-					enc = p.Encapsulation
-				}
-			}
-		}
-		b.Encapsulation = enc
-		out = append(out, b)
+		out = append(out, t.resolve(name, b, nodeCIDREncap))
 	}
 	return out
+}
+
+// blockListOf is blockList for one node's blocks.
+func (t *topology) blockListOf(node, nodeCIDREncap string) []blockInfo {
+	out := make([]blockInfo, 0, len(t.byNode[node]))
+	for name := range t.byNode[node] {
+		out = append(out, t.resolve(name, t.blocks[name], nodeCIDREncap))
+	}
+	return out
+}
+
+func (t *topology) resolve(name string, b blockInfo, nodeCIDREncap string) blockInfo {
+	b.Encapsulation = nodeCIDREncap
+	if p, ok := t.pools[t.bpool[name]]; ok {
+		b.Encapsulation = p.Encapsulation
+		return b
+	}
+	for _, p := range t.pools {
+		if p.CIDR.Contains(b.CIDR.Addr()) {
+			b.Encapsulation = p.Encapsulation
+		}
+	}
+	return b
 }
 
 // waitForNode waits for this node's Node object (kubelet registers it).

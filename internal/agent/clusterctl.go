@@ -118,6 +118,12 @@ func (cc *clusterController) familyFull(fam int) bool {
 // finds the uplink, claims the first blocks, creates the VTEPs, publishes
 // them, syncs the informers and applies the whole desired state once.
 func (cc *clusterController) start(ctx context.Context) error {
+	// The informers list the cluster while this node is set up; the
+	// handlers only fill the topology, and the first resync waits for them.
+	synced, err := cc.startInformers(ctx)
+	if err != nil {
+		return err
+	}
 	node, err := waitForNode(ctx, cc.c.kube, cc.cfg.NodeName, cc.log)
 	if err != nil {
 		return err
@@ -213,18 +219,15 @@ func (cc *clusterController) start(ctx context.Context) error {
 	cc.topo.mu.Lock()
 	cc.topo.self, cc.topo.uplink = self, uplinkName
 	cc.topo.mu.Unlock()
-	// The informers list while the annotation is written; the first resync
-	// waits for both.
-	synced, err := cc.startInformers(ctx)
-	if err != nil {
-		return err
-	}
 	if err := annotateNode(ctx, cc.c.kube, node.Name, self); err != nil {
 		return err
 	}
 	if !kubeutil.WaitForSync(ctx, synced...) {
 		return errors.New("informers did not sync")
 	}
+	// The first resync covers every event so far: the loop need not apply
+	// them again (events from here on stay marked).
+	cc.takeDirty()
 	if err := cc.resync(ctx); err != nil {
 		return err
 	}
@@ -293,15 +296,13 @@ func (cc *clusterController) onNode(o any, deleted bool) {
 		t.nodes[n.Name] = nodeFromObject(n, cc.log)
 	}
 	if cc.cfg.IPAMMode == IPAMNodeCIDR {
-		for name, b := range t.blocks {
-			if b.Node == n.Name {
-				delete(t.blocks, name)
-			}
+		for name := range t.byNode[n.Name] {
+			t.dropBlock(name)
 		}
 		if !deleted {
 			for _, s := range n.Spec.PodCIDRs {
 				if p, err := netip.ParsePrefix(s); err == nil {
-					t.blocks["node/"+n.Name+"/"+s] = blockInfo{CIDR: p, Node: n.Name}
+					t.putBlock("node/"+n.Name+"/"+s, blockInfo{CIDR: p, Node: n.Name})
 				}
 			}
 		}
@@ -324,10 +325,9 @@ func (cc *clusterController) onBlock(o any, deleted bool) {
 	t.mu.Lock()
 	prev, had := t.blocks[u.GetName()]
 	if deleted {
-		delete(t.blocks, u.GetName())
-		delete(t.bpool, u.GetName())
+		t.dropBlock(u.GetName())
 	} else {
-		t.blocks[u.GetName()] = b
+		t.putBlock(u.GetName(), b)
 		t.bpool[u.GetName()] = pool
 	}
 	t.mu.Unlock()
@@ -368,6 +368,15 @@ func (cc *clusterController) markDirty(node string) {
 	}
 }
 
+// takeDirty returns the nodes marked since the last call and clears them.
+func (cc *clusterController) takeDirty() map[string]bool {
+	cc.dirtyMu.Lock()
+	defer cc.dirtyMu.Unlock()
+	dirty := cc.dirty
+	cc.dirty = map[string]bool{}
+	return dirty
+}
+
 // loop applies dirty nodes' peers as events arrive and resyncs everything
 // every ResyncPeriod.
 func (cc *clusterController) loop(ctx context.Context) {
@@ -382,10 +391,7 @@ func (cc *clusterController) loop(ctx context.Context) {
 				cc.log.Error("resync", "error", err)
 			}
 		case <-cc.wake:
-			cc.dirtyMu.Lock()
-			dirty := cc.dirty
-			cc.dirty = map[string]bool{}
-			cc.dirtyMu.Unlock()
+			dirty := cc.takeDirty()
 			if dirty["*"] {
 				if err := cc.resync(ctx); err != nil {
 					cc.log.Error("resync", "error", err)
@@ -408,10 +414,20 @@ func (cc *clusterController) desired() (map[string]datapath.Peer, []skipped) {
 	return desiredPeers(t.self, t.uplink, t.nodes, t.blockList(cc.cfg.NodeCIDREncapsulation), cc.cfg.BGP.Enabled)
 }
 
+// desiredOf is desired for one remote node: it reads only that node's
+// blocks (a Node or block event costs the same in a cluster of any size).
+func (cc *clusterController) desiredOf(name string) (datapath.Peer, bool) {
+	t := cc.topo
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	peers, _ := desiredPeers(t.self, t.uplink, t.nodes, t.blockListOf(name, cc.cfg.NodeCIDREncapsulation), cc.cfg.BGP.Enabled)
+	p, ok := peers[name]
+	return p, ok
+}
+
 // applyPeer programs one remote node's entries: O(1) netlink work per event.
 func (cc *clusterController) applyPeer(ctx context.Context, name string) error {
-	peers, _ := cc.desired()
-	p, ok := peers[name]
+	p, ok := cc.desiredOf(name)
 	var stats datapath.OpStats
 	var err error
 	start := time.Now()

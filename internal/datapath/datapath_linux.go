@@ -98,6 +98,10 @@ func (d *Datapath) Close() {
 		return
 	}
 	d.closed = true
+	if d.overlay.batch != nil {
+		d.overlay.batch.close()
+		d.overlay.batch = nil
+	}
 	for {
 		select {
 		case h := <-d.handles:

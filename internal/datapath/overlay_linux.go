@@ -3,6 +3,7 @@ package datapath
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -287,7 +289,7 @@ func (d *Datapath) DeletePeer(ctx context.Context, name string) (OpStats, error)
 	return stats, nil
 }
 
-// applyChanges runs the changes with one node handle, recording each
+// applyChanges runs the changes, rtBatchChunk per sendmsg, recording each
 // outcome; a failed change stays dirty on behalf of peer and is retried by
 // that peer's next call (or by Resync). It holds o.mu.
 func (d *Datapath) applyChanges(ctx context.Context, changes []change, peer string) (OpStats, error) {
@@ -299,20 +301,34 @@ func (d *Datapath) applyChanges(ctx context.Context, changes []change, peer stri
 	var errs []error
 	done := 0
 	err := d.withNode(func(h netlinksafe.Handle) error {
-		for _, c := range changes {
-			if done%64 == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
-			err := o.exec(h, c)
-			o.applied(c, peer, err)
-			done++
+		if o.batch == nil {
+			b, err := openRTBatch(d.nodeNS)
 			if err != nil {
-				errs = append(errs, err)
-				continue
+				return err
 			}
-			stats.count(c)
+			o.batch = b
+		}
+		for done < len(changes) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			chunk := changes[done:min(done+rtBatchChunk, len(changes))]
+			results, err := o.send(h, chunk, true)
+			if err != nil {
+				o.batch.close()
+				o.batch = nil
+				return err
+			}
+			for i, c := range chunk {
+				err := opError(c, results[i])
+				o.applied(c, peer, err)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				stats.count(c)
+			}
+			done += len(chunk)
 		}
 		return nil
 	})
@@ -325,84 +341,156 @@ func (d *Datapath) applyChanges(ctx context.Context, changes []change, peer stri
 	return stats, errors.Join(errs...)
 }
 
-// exec issues one change.
-func (o *overlayState) exec(h netlinksafe.Handle, c change) error {
-	k, v := c.key, c.val
-	var err error
-	switch {
-	case k.kind == kindRoute && c.del:
-		err = h.RouteDel(&netlink.Route{
-			Dst: ipNet(k.dst), Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_NOWHERE,
-			Protocol: netlink.RouteProtocol(RouteProtocol), Family: netFamily(k.dst.Addr()),
-		})
-	case k.kind == kindRoute:
-		err = o.withIndex(h, v.dev, func(idx int) error { return h.RouteReplace(overlayRoute(k.dst, v, idx)) })
-	case k.kind == kindNeigh:
-		n := func(idx int) *netlink.Neigh {
-			return &netlink.Neigh{LinkIndex: idx, Family: netFamily(k.ip), State: netlink.NUD_PERMANENT,
-				IP: k.ip.AsSlice(), HardwareAddr: net.HardwareAddr(v.mac)}
+// send issues one chunk of changes and returns each one's raw outcome. A
+// change whose cached device index turned out stale (ENODEV) is sent once
+// more with the index looked up again, when retry is set.
+func (o *overlayState) send(h netlinksafe.Handle, chunk []change, retry bool) ([]error, error) {
+	results := make([]error, len(chunk))
+	reqs := make([]*nl.NetlinkRequest, 0, len(chunk))
+	at := make([]int, 0, len(chunk))
+	cached := map[string]bool{}
+	for i, c := range chunk {
+		idx := 0
+		if dev := c.device(); dev != "" {
+			var wasCached bool
+			var err error
+			if idx, wasCached, err = o.index(h, dev); err != nil {
+				results[i] = err
+				continue
+			}
+			cached[dev] = wasCached
 		}
-		if c.del {
-			err = o.withIndex(h, k.dev, func(idx int) error { return h.NeighDel(n(idx)) })
-		} else {
-			err = o.withIndex(h, k.dev, func(idx int) error { return h.NeighSet(n(idx)) })
-		}
-	default:
-		// Replace, not append: appending to an existing unicast MAC with
-		// another dst succeeds and changes nothing.
-		n := func(idx int) *netlink.Neigh {
-			return &netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
-				State: netlink.NUD_PERMANENT, IP: v.ip.AsSlice(), HardwareAddr: net.HardwareAddr(k.mac)}
-		}
-		if c.del {
-			err = o.withIndex(h, k.dev, func(idx int) error { return h.NeighDel(n(idx)) })
-		} else {
-			err = o.withIndex(h, k.dev, func(idx int) error { return h.NeighSet(n(idx)) })
+		reqs = append(reqs, changeRequest(c, idx))
+		at = append(at, i)
+	}
+	if len(reqs) == 0 {
+		return results, nil
+	}
+	out, err := o.batch.do(reqs)
+	if err != nil {
+		return nil, err
+	}
+	var again []int
+	for j, i := range at {
+		results[i] = out[j]
+		if dev := chunk[i].device(); retry && cached[dev] && errors.Is(out[j], unix.ENODEV) {
+			delete(o.links, dev)
+			again = append(again, i)
 		}
 	}
+	if len(again) > 0 {
+		sub := make([]change, len(again))
+		for j, i := range again {
+			sub[j] = chunk[i]
+		}
+		res, err := o.send(h, sub, false)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range again {
+			results[i] = res[j]
+		}
+	}
+	return results, nil
+}
+
+// opError turns a change's raw outcome into the error recorded for it.
+func opError(c change, err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case c.del && isGone(err):
 		return nil // already gone
 	case c.del:
-		return fmt.Errorf("delete %s: %w", k.entry(v, ""), err)
+		return fmt.Errorf("delete %s: %w", c.key.entry(c.val, ""), err)
 	default:
-		return fmt.Errorf("add %s: %w", k.entry(v, ""), err)
+		return fmt.Errorf("add %s: %w", c.key.entry(c.val, ""), err)
 	}
 }
 
-func overlayRoute(dst netip.Prefix, v entryVal, idx int) *netlink.Route {
-	r := &netlink.Route{
-		LinkIndex: idx, Dst: ipNet(dst), Gw: v.ip.AsSlice(), Table: unix.RT_TABLE_MAIN,
-		Protocol: netlink.RouteProtocol(RouteProtocol), Type: unix.RTN_UNICAST, Family: netFamily(dst.Addr()),
+// device is the link a change's request names: the route's device when
+// installing a route, the neighbour's or FDB entry's device; none when
+// deleting a route (it is matched by destination, table and protocol).
+func (c change) device() string {
+	switch {
+	case c.key.kind == kindRoute && c.del:
+		return ""
+	case c.key.kind == kindRoute:
+		return c.val.dev
+	default:
+		return c.key.dev
 	}
-	if v.onlink {
-		r.Flags = int(netlink.FLAG_ONLINK)
-	}
-	return r
 }
 
-// withIndex calls f with the index of the named link, looking it up again
-// once if the cached index is stale.
-func (o *overlayState) withIndex(h netlinksafe.Handle, name string, f func(idx int) error) error {
-	for attempt := 0; ; attempt++ {
-		idx, cached := o.links[name]
-		if !cached {
-			l, err := h.LinkByName(name)
-			if err != nil {
-				return fmt.Errorf("look up %s: %w", name, err)
-			}
-			idx = l.Attrs().Index
-			o.links[name] = idx
+// changeRequest is the rtnetlink request of one change, as `ip route
+// replace|del`, `ip neigh replace|del` and `bridge fdb replace|del ... self`
+// send it; idx is the device's index (unused by route deletions).
+func changeRequest(c change, idx int) *nl.NetlinkRequest {
+	k, v := c.key, c.val
+	if k.kind == kindRoute {
+		var msg *nl.RtMsg
+		var req *nl.NetlinkRequest
+		if c.del {
+			msg, req = nl.NewRtDelMsg(), nl.NewNetlinkRequest(unix.RTM_DELROUTE, 0)
+		} else {
+			msg, req = nl.NewRtMsg(), nl.NewNetlinkRequest(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE)
 		}
-		err := f(idx)
-		if cached && attempt == 0 && errors.Is(err, unix.ENODEV) {
-			delete(o.links, name)
-			continue
+		msg.Family = uint8(netFamily(k.dst.Addr()))
+		msg.Dst_len = uint8(k.dst.Bits())
+		msg.Protocol = RouteProtocol
+		if !c.del && v.onlink {
+			msg.Flags |= unix.RTNH_F_ONLINK
 		}
-		return err
+		req.AddData(msg)
+		req.AddData(nl.NewRtAttr(unix.RTA_DST, k.dst.Addr().AsSlice()))
+		if c.del {
+			return req
+		}
+		switch {
+		case !v.ip.IsValid():
+		case v.ip.Is4() == k.dst.Addr().Is4():
+			req.AddData(nl.NewRtAttr(unix.RTA_GATEWAY, v.ip.AsSlice()))
+		default: // a gateway of the other family: struct rtvia
+			via := binary.NativeEndian.AppendUint16(nil, uint16(netFamily(v.ip)))
+			req.AddData(nl.NewRtAttr(unix.RTA_VIA, append(via, v.ip.AsSlice()...)))
+		}
+		req.AddData(nl.NewRtAttr(unix.RTA_OIF, nl.Uint32Attr(uint32(idx))))
+		return req
 	}
+	req := nl.NewNetlinkRequest(unix.RTM_NEWNEIGH, unix.NLM_F_CREATE|unix.NLM_F_REPLACE)
+	if c.del {
+		req = nl.NewNetlinkRequest(unix.RTM_DELNEIGH, 0)
+	}
+	msg := &netlink.Ndmsg{Index: uint32(idx), State: netlink.NUD_PERMANENT}
+	var dst netip.Addr
+	var mac string
+	if k.kind == kindNeigh {
+		msg.Family, dst, mac = uint8(netFamily(k.ip)), k.ip, v.mac
+	} else {
+		// Replace, not append: appending to an existing unicast MAC with
+		// another dst succeeds and changes nothing.
+		msg.Family, msg.Flags, dst, mac = unix.AF_BRIDGE, netlink.NTF_SELF, v.ip, k.mac
+	}
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.NDA_DST, dst.AsSlice()))
+	if mac != "" {
+		req.AddData(nl.NewRtAttr(unix.NDA_LLADDR, []byte(mac)))
+	}
+	return req
+}
+
+// index returns the named link's index, from the cache or looked up (and
+// cached); cached says which, so that a stale index can be dropped.
+func (o *overlayState) index(h netlinksafe.Handle, name string) (idx int, cached bool, err error) {
+	if idx, ok := o.links[name]; ok {
+		return idx, true, nil
+	}
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return 0, false, fmt.Errorf("look up %s: %w", name, err)
+	}
+	o.links[name] = l.Attrs().Index
+	return l.Attrs().Index, false, nil
 }
 
 func netFamily(a netip.Addr) int {

@@ -104,6 +104,9 @@ type overlayState struct {
 	dirty map[entryKey]string
 	// links caches interface indexes by name.
 	links map[string]int
+	// batch is the socket changes are sent through, opened on first use
+	// and closed by Datapath.Close.
+	batch *rtBatch
 }
 
 func (o *overlayState) init() {
