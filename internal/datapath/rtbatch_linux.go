@@ -18,11 +18,10 @@ import (
 // calls instead of two per request: a cold resync of 1,000 peers is 3,000
 // requests (BenchmarkResync1000).
 type rtBatch struct {
-	fd   int
-	seq  uint32
-	out  []byte
-	in   []byte
-	errs []error
+	fd  int
+	seq uint32
+	out []byte
+	in  []byte
 }
 
 // rtBatchChunk is the requests per sendmsg. Their acknowledgements (each
@@ -57,8 +56,7 @@ func openRTBatch(n ns.NetNS) (*rtBatch, error) {
 func (b *rtBatch) close() { _ = unix.Close(b.fd) }
 
 // do sends reqs (at most rtBatchChunk) and returns each one's outcome: nil
-// when the kernel acknowledged it, else its errno. The slice is reused by
-// the next call. An error of the socket itself (the outcomes are then
+// when the kernel acknowledged it, else its errno. An error of the socket itself (the outcomes are then
 // unknown) leaves the socket unusable: the caller closes it.
 func (b *rtBatch) do(reqs []*nl.NetlinkRequest) ([]error, error) {
 	if len(reqs) > rtBatchChunk {
@@ -72,10 +70,7 @@ func (b *rtBatch) do(reqs []*nl.NetlinkRequest) ([]error, error) {
 		r.Flags |= unix.NLM_F_ACK
 		b.out = append(b.out, r.Serialize()...)
 	}
-	b.errs = b.errs[:0]
-	for range reqs {
-		b.errs = append(b.errs, nil)
-	}
+	errs := make([]error, len(reqs))
 	if err := unix.Sendto(b.fd, b.out, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, fmt.Errorf("send %d netlink requests: %w", len(reqs), err)
 	}
@@ -100,11 +95,11 @@ func (b *rtBatch) do(reqs []*nl.NetlinkRequest) ([]error, error) {
 			acked[i] = true
 			pending--
 			if len(m.Data) < 4 {
-				b.errs[i] = errors.New("short netlink acknowledgement")
+				errs[i] = errors.New("short netlink acknowledgement")
 			} else if e := int32(binary.NativeEndian.Uint32(m.Data[:4])); e != 0 {
-				b.errs[i] = syscall.Errno(-e)
+				errs[i] = syscall.Errno(-e)
 			}
 		}
 	}
-	return b.errs, nil
+	return errs, nil
 }
