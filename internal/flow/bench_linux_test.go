@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"testing"
@@ -45,7 +46,7 @@ func BenchmarkExporterCycle10k(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		clock = clock.Add(5 * time.Second)
-		if err := e.reader.dump(dc); err != nil {
+		if err := e.reader.dump(context.Background(), dc); err != nil {
 			b.Fatal(err)
 		}
 		// Every connection changed since its last export (as live ones do).

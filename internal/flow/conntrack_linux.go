@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -20,7 +21,12 @@ func (r *reader) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("conntrack: dial (dump): %w", err)
 	}
-	defer dc.Close()
+	// A dump of a large table takes seconds: closing its socket when ctx
+	// ends interrupts one in progress, so a stop does not wait for it.
+	var closeOnce sync.Once
+	closeDump := func() { closeOnce.Do(func() { _ = dc.Close() }) }
+	defer closeDump()
+	defer context.AfterFunc(ctx, closeDump)()
 	events := make(chan conntrack.Event, 4096)
 	listen := func() (*conntrack.Conn, chan error, error) {
 		lc, err := r.dial()
@@ -64,7 +70,7 @@ func (r *reader) run(ctx context.Context) error {
 	}
 	defer closeEvents()
 	// Listening before the first dump: nothing falls between the two.
-	if err := r.dump(dc); err != nil {
+	if err := r.dump(ctx, dc); err != nil {
 		return err
 	}
 	tick := time.NewTicker(r.poll)
@@ -95,11 +101,11 @@ func (r *reader) run(ctx context.Context) error {
 				retry = time.After(time.Second)
 				continue
 			}
-			if err := r.dump(dc); err != nil {
+			if err := r.dump(ctx, dc); err != nil {
 				r.log.Warn("conntrack resync", "error", err)
 			}
 		case <-tick.C:
-			if err := r.dump(dc); err != nil {
+			if err := r.dump(ctx, dc); err != nil {
 				r.log.Warn("conntrack dump", "error", err)
 			}
 		}
@@ -121,8 +127,13 @@ func (r *reader) dial() (*conntrack.Conn, error) {
 	return conntrack.Dial(&netlink.Config{NetNS: fd})
 }
 
-func (r *reader) dump(dc *conntrack.Conn) error {
+// dump reads the whole table into r.table. Interrupted by ctx ending (its
+// socket closed), it returns nil and changes nothing.
+func (r *reader) dump(ctx context.Context, dc *conntrack.Conn) error {
 	flows, err := dc.Dump(nil)
+	if ctx.Err() != nil {
+		return nil
+	}
 	if err != nil {
 		r.stats.dumpErrors.Add(1)
 		return fmt.Errorf("conntrack: dump: %w", err)

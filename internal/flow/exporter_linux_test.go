@@ -6,12 +6,16 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"regexp"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	mdnetlink "github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
+	"golang.org/x/sys/unix"
 
 	"github.com/strait-net/strait/internal/datapath"
 	"github.com/strait-net/strait/internal/flow/flowrec"
@@ -455,4 +459,62 @@ func TestStopDuringOverflow(t *testing.T) {
 		t.Errorf("the event socket never overflowed: the test proves nothing")
 	}
 	t.Logf("%d overflows over %d runs; slowest stop %v", overflows, runs, slowest)
+}
+
+// TestStopDuringDump: a stop interrupts a conntrack dump in progress
+// instead of waiting for it (a table of 100k+ connections takes seconds to
+// read). The exporter is cancelled right after it starts, while its first
+// dump of a 60,000-entry table runs: it must return in well under the time
+// that dump takes (measured just before, in the same namespace).
+func TestStopDuringDump(t *testing.T) {
+	l := newLab(t)
+	f, err := os.Open(l.node.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cc, err := conntrack.Dial(&mdnetlink.Config{NetNS: int(f.Fd())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	const entries = 60_000
+	src, dst := netip.MustParseAddr(podA4), netip.MustParseAddr(podB4)
+	for i := range entries {
+		fl := conntrack.NewFlow(unix.IPPROTO_UDP, 0, src, dst, uint16(1024+i%60000), uint16(1000+i/60000), 600, 0)
+		if err := cc.Create(fl); err != nil {
+			t.Fatalf("create conntrack entry %d: %v", i, err)
+		}
+	}
+	start := time.Now()
+	if _, err := cc.Dump(nil); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+
+	e, err := New(Config{NodeNetns: l.node.Path(), Node: "n1",
+		Table:  TableConfig{Scope: testScope(), Pods: testPods(), ActiveTimeout: time.Second, IdleTimeout: time.Second},
+		Export: ExportConfig{Address: startTCP(t, newTestCollector(), nil).addr}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	stopAt := time.Now()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the exporter did not stop within 30s of its cancel")
+	}
+	stopped := time.Since(stopAt)
+	if stopped > took/4 {
+		t.Errorf("the exporter stopped %v after its cancel; a dump of %d entries takes %v: the stop waited for it", stopped, entries, took)
+	}
+	t.Logf("a dump of %d entries takes %v; the exporter stopped %v after its cancel", entries, took, stopped)
 }
