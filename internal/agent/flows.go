@@ -24,6 +24,7 @@ import (
 	"github.com/strait-net/strait/internal/aggregator/api"
 	"github.com/strait-net/strait/internal/flow"
 	"github.com/strait-net/strait/internal/ipam"
+	"github.com/strait-net/strait/internal/podindex"
 )
 
 // FlowsConfig is the "flows" section: the conntrack-based IPFIX flow
@@ -267,9 +268,9 @@ func (f *flows) refreshScope(alloc *ipam.Allocator, cc *clusterController, svc [
 type podIndex struct {
 	node  string
 	alloc *ipam.Allocator
+	pods  *podindex.Index
 
 	mu       sync.RWMutex
-	byIP     map[netip.Addr]flow.Pod
 	services map[svcKey]string
 }
 
@@ -280,17 +281,16 @@ type svcKey struct {
 }
 
 func newPodIndex(node string, alloc *ipam.Allocator) *podIndex {
-	return &podIndex{node: node, alloc: alloc, byIP: map[netip.Addr]flow.Pod{}, services: map[svcKey]string{}}
+	return &podIndex{node: node, alloc: alloc, pods: podindex.New(), services: map[svcKey]string{}}
 }
 
 // ResolvePod implements flow.PodResolver.
 func (p *podIndex) ResolvePod(a netip.Addr) (flow.Pod, bool) {
-	p.mu.RLock()
-	pod, ok := p.byIP[a]
-	p.mu.RUnlock()
+	x, ok := p.pods.Lookup(a)
+	pod := flow.Pod{Name: x.Name, Namespace: x.Namespace, Node: x.Node, Labels: x.Labels}
 	if al, mine := p.alloc.Owner(a); mine && al.PodName != "" {
-		if !ok {
-			pod = flow.Pod{}
+		if !ok || x.Name != al.PodName || x.Namespace != al.PodNamespace {
+			pod.Labels = nil // the informer has not seen this pod (yet)
 		}
 		pod.Name, pod.Namespace, pod.Node = al.PodName, al.PodNamespace, p.node
 		return pod, true
@@ -307,20 +307,11 @@ func (p *podIndex) service(a netip.Addr, port uint16, proto uint8) string {
 // watch starts pod and Service informers; they keep only what flows need.
 func (p *podIndex) watch(ctx context.Context, cc *clusterController) error {
 	f := informers.NewSharedInformerFactory(cc.c.kube, 0)
-	podInf := f.Core().V1().Pods().Informer()
 	svcInf := f.Core().V1().Services().Informer()
-	if err := podInf.SetTransform(slimPod); err != nil {
-		return fmt.Errorf("flows: pod informer: %w", err)
+	if _, err := p.pods.Watch(f.Core().V1().Pods().Informer()); err != nil {
+		return fmt.Errorf("flows: %w", err)
 	}
-	_, err := podInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { p.setPod(o, false) },
-		UpdateFunc: func(old, o any) { p.setPod(old, true); p.setPod(o, false) },
-		DeleteFunc: func(o any) { p.setPod(o, true) },
-	})
-	if err != nil {
-		return fmt.Errorf("flows: pod informer: %w", err)
-	}
-	_, err = svcInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	_, err := svcInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { p.setService(o, false) },
 		UpdateFunc: func(old, o any) { p.setService(old, true); p.setService(o, false) },
 		DeleteFunc: func(o any) { p.setService(o, true) },
@@ -330,44 +321,6 @@ func (p *podIndex) watch(ctx context.Context, cc *clusterController) error {
 	}
 	f.Start(ctx.Done())
 	return nil
-}
-
-// slimPod drops everything of a pod but its identity, labels, node and IPs.
-func slimPod(o any) (any, error) {
-	pod, ok := o.(*corev1.Pod)
-	if !ok {
-		return o, nil
-	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, Labels: pod.Labels,
-			UID: pod.UID, ResourceVersion: pod.ResourceVersion},
-		Spec:   corev1.PodSpec{NodeName: pod.Spec.NodeName, HostNetwork: pod.Spec.HostNetwork},
-		Status: corev1.PodStatus{Phase: pod.Status.Phase, PodIPs: pod.Status.PodIPs},
-	}, nil
-}
-
-func (p *podIndex) setPod(o any, remove bool) {
-	pod, ok := unwrapTombstone(o).(*corev1.Pod)
-	if !ok || pod.Spec.HostNetwork {
-		return
-	}
-	// A finished pod's addresses may already belong to a new pod.
-	remove = remove || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, ip := range pod.Status.PodIPs {
-		a, err := netip.ParseAddr(ip.IP)
-		if err != nil {
-			continue
-		}
-		if remove {
-			if cur, ok := p.byIP[a]; ok && cur.Name == pod.Name && cur.Namespace == pod.Namespace {
-				delete(p.byIP, a)
-			}
-			continue
-		}
-		p.byIP[a] = flow.Pod{Name: pod.Name, Namespace: pod.Namespace, Node: pod.Spec.NodeName, Labels: pod.Labels}
-	}
 }
 
 func (p *podIndex) setService(o any, remove bool) {

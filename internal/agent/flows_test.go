@@ -14,6 +14,7 @@ import (
 	"github.com/strait-net/strait/internal/flow"
 	"github.com/strait-net/strait/internal/flow/flowrec"
 	"github.com/strait-net/strait/internal/ipam"
+	"github.com/strait-net/strait/internal/podindex"
 )
 
 func TestFlowsConfig(t *testing.T) {
@@ -66,12 +67,12 @@ func TestPodIndex(t *testing.T) {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Labels: labels},
 			Spec: corev1.PodSpec{NodeName: node}, Status: corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: ip}}}}
 	}
-	slim, _ := slimPod(pod("web-1", "n1", local.String(), map[string]string{"app": "web"}))
-	p.setPod(slim, false)
-	p.setPod(pod("db-0", "n2", "10.244.1.7", map[string]string{"app": "db"}), false)
+	slim, _ := podindex.Slim(pod("web-1", "n1", local.String(), map[string]string{"app": "web"}))
+	p.pods.Update(slim, false)
+	p.pods.Update(pod("db-0", "n2", "10.244.1.7", map[string]string{"app": "db"}), false)
 	hostNet := pod("kube-proxy", "n2", "198.51.100.2", nil)
 	hostNet.Spec.HostNetwork = true
-	p.setPod(hostNet, false)
+	p.pods.Update(hostNet, false)
 
 	if got, _ := p.ResolvePod(local); got.Labels["app"] != "web" || got.Name != "web-1" {
 		t.Errorf("local pod with informer labels: %+v", got)
@@ -82,26 +83,26 @@ func TestPodIndex(t *testing.T) {
 	if _, ok := p.ResolvePod(netip.MustParseAddr("198.51.100.2")); ok {
 		t.Error("a host-network pod's address resolved as a pod")
 	}
-	p.setPod(pod("db-0", "n2", "10.244.1.7", nil), true)
+	p.pods.Update(pod("db-0", "n2", "10.244.1.7", nil), true)
 	if _, ok := p.ResolvePod(netip.MustParseAddr("10.244.1.7")); ok {
 		t.Error("deleted pod still resolves")
 	}
 	// A finished pod (a Job's) keeps its object but not its address, which
 	// a new pod may already hold; the new pod stays when the old one ends.
 	job := pod("job-1", "n2", "10.244.1.8", nil)
-	p.setPod(job, false)
-	p.setPod(pod("web-2", "n2", "10.244.1.8", nil), false)
+	p.pods.Update(job, false)
+	p.pods.Update(pod("web-2", "n2", "10.244.1.8", nil), false)
 	job.Status.Phase = corev1.PodSucceeded
-	slimJob, _ := slimPod(job)
-	p.setPod(slimJob, false)
+	slimJob, _ := podindex.Slim(job)
+	p.pods.Update(slimJob, false)
 	if got, ok := p.ResolvePod(netip.MustParseAddr("10.244.1.8")); !ok || got.Name != "web-2" {
 		t.Errorf("address of a finished pod reused by web-2 resolves to %+v %v", got, ok)
 	}
 	failed := pod("job-2", "n2", "10.244.1.9", nil)
-	p.setPod(failed, false)
+	p.pods.Update(failed, false)
 	failed.Status.Phase = corev1.PodFailed
-	slimFailed, _ := slimPod(failed)
-	p.setPod(slimFailed, false)
+	slimFailed, _ := podindex.Slim(failed)
+	p.pods.Update(slimFailed, false)
 	if got, ok := p.ResolvePod(netip.MustParseAddr("10.244.1.9")); ok {
 		t.Errorf("a failed pod's address still resolves: %+v", got)
 	}

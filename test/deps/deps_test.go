@@ -34,6 +34,9 @@ var rules = []struct {
 	{mod + "/internal/aggregator/correlate", []string{"github.com/vishvananda", "github.com/mdlayher", "github.com/ti-mo", "github.com/google/nftables",
 		"github.com/prometheus", "golang.org/x/", "k8s.io/", mod + "/internal/agent", mod + "/internal/datapath", mod + "/internal/ipam"},
 		"the aggregate-mode core is pure bookkeeping over the record layout"},
+	{mod + "/internal/podindex", []string{"github.com/vishvananda", "github.com/mdlayher", "github.com/ti-mo", "github.com/osrg/gobgp",
+		mod + "/internal/agent", mod + "/internal/aggregator", mod + "/internal/datapath", mod + "/internal/flow"},
+		"pod identities come from the API only, shared by the agent and the aggregator"},
 	{mod + "/internal/flow", []string{"k8s.io/", "github.com/vishvananda/netlink", "github.com/google/nftables", mod + "/internal/agent", mod + "/internal/ipam"},
 		"the flow exporter reads conntrack only; the datapath writes the kernel, the agent resolves pods"},
 }
