@@ -44,6 +44,17 @@ func TestChurnWithAgentKills(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for {
+			// Every other kill lets the agent answer STATUS first, so the
+			// runtime's calls get through however slow a start is on a
+			// loaded machine (the kills otherwise outpaced the starts for
+			// a minute once); the others land anywhere, start-up included.
+			for ready := kills%2 == 0; !ready; ready = n.status() == nil {
+				select {
+				case <-stop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
 			select {
 			case <-stop:
 				return
