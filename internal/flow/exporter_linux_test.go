@@ -6,14 +6,12 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"regexp"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	mdnetlink "github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 
@@ -468,12 +466,13 @@ func TestStopDuringOverflow(t *testing.T) {
 // that dump takes (measured just before, in the same namespace).
 func TestStopDuringDump(t *testing.T) {
 	l := newLab(t)
-	f, err := os.Open(l.node.Path())
+	e, err := New(Config{NodeNetns: l.node.Path(), Node: "n1",
+		Table:  TableConfig{Scope: testScope(), Pods: testPods(), ActiveTimeout: time.Second, IdleTimeout: time.Second},
+		Export: ExportConfig{Address: startTCP(t, newTestCollector(), nil).addr}, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	cc, err := conntrack.Dial(&mdnetlink.Config{NetNS: int(f.Fd())})
+	cc, err := e.reader.dial()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,12 +491,6 @@ func TestStopDuringDump(t *testing.T) {
 	}
 	took := time.Since(start)
 
-	e, err := New(Config{NodeNetns: l.node.Path(), Node: "n1",
-		Table:  TableConfig{Scope: testScope(), Pods: testPods(), ActiveTimeout: time.Second, IdleTimeout: time.Second},
-		Export: ExportConfig{Address: startTCP(t, newTestCollector(), nil).addr}, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()

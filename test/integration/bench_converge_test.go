@@ -24,6 +24,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
@@ -441,14 +442,13 @@ func convNote(seen [3]map[string]bool, m syscall.NetlinkMessage) {
 	if len(m.Data) < hdr {
 		return
 	}
+	list, err := nl.ParseRouteAttr(m.Data[hdr:])
+	if err != nil {
+		return
+	}
 	attrs := map[uint16][]byte{}
-	for a := m.Data[hdr:]; len(a) >= 4; {
-		l, t := int(binary.NativeEndian.Uint16(a[0:2])), binary.NativeEndian.Uint16(a[2:4])
-		if l < 4 || l > len(a) {
-			break
-		}
-		attrs[t&0x3fff] = a[4:l]
-		a = a[min((l+3)&^3, len(a)):]
+	for _, a := range list {
+		attrs[a.Attr.Type&nl.NLA_TYPE_MASK] = a.Value
 	}
 	switch m.Header.Type {
 	case unix.RTM_NEWROUTE: // rtm_family, rtm_dst_len, ..., rtm_protocol at 5
