@@ -23,6 +23,14 @@ import (
 
 const exportPolicy = "strait-export"
 
+// restartDeferral bounds how long a restarted speaker holds its routes back
+// from a peer that is up while it waits for every other graceful-restart
+// peer's End-of-RIB (RFC 4724's selection deferral). Strait's routes are its
+// own blocks and Service addresses, not chosen from what peers send, so the
+// wait only lets the sessions come up; the peers keep forwarding on the
+// stale routes meanwhile.
+const restartDeferral = 5 * time.Second
+
 var _ Factory = New
 
 // New starts an embedded GoBGP server. BGP itself starts with the first Set.
@@ -53,7 +61,7 @@ func New(log *slog.Logger, opts Options) (Speaker, error) {
 		peerApplied: map[netip.Addr]string{}, paths: map[netip.Prefix]uint64{},
 		sess: map[netip.Addr]*session{}, learned: make(chan []Route, 1),
 		kick: make(chan struct{}, 1), kickLearn: make(chan struct{}, 1),
-		ctx: ctx, cancel: cancel, done: make(chan struct{}),
+		ctx: ctx, cancel: cancel, done: make(chan struct{}), restarting: true,
 	}
 	go s.srv.Serve()
 	go s.loop()
@@ -76,6 +84,13 @@ type gobgpSpeaker struct {
 	paths       map[netip.Prefix]uint64 // announced prefix -> pathAttrs
 	watching    bool
 	closed      bool
+	// restarting: BGP has not yet been started by this process. The node's
+	// routes outlive the speaker (the kernel keeps them across an agent
+	// restart or crash), so the peers of the first start are told it is a
+	// restart that kept forwarding (RFC 4724 R and F bits): a peer holding
+	// our routes as stale keeps them until our End-of-RIB instead of
+	// dropping them when the new session opens.
+	restarting bool
 
 	smu  sync.Mutex // session facts from GoBGP events
 	sess map[netip.Addr]*session
@@ -115,6 +130,7 @@ func (s *gobgpSpeaker) apply(ctx context.Context) error {
 	}
 	hadPeers := len(s.peerApplied) > 0
 	s.applyPeers(ctx, p)
+	s.restarting = false
 	if err := s.applyPaths(p); err != nil {
 		return err
 	}
@@ -136,7 +152,8 @@ func (s *gobgpSpeaker) ensureStarted(ctx context.Context, p plan) error {
 		if err := s.srv.StopBgp(ctx, &api.StopBgpRequest{}); err != nil {
 			return fmt.Errorf("bgp restart: %w", err)
 		}
-		s.running, s.policyText = nil, ""
+		// Stopped with a NOTIFICATION: the peers dropped our routes.
+		s.running, s.policyText, s.restarting = nil, "", false
 		clear(s.peerApplied)
 		clear(s.paths)
 	}
@@ -225,6 +242,9 @@ func (s *gobgpSpeaker) applyPeers(ctx context.Context, p plan) {
 			}
 			delete(s.peerApplied, addr)
 			s.forgetSession(addr)
+		}
+		if g := ap.GracefulRestart; g != nil && s.restarting {
+			g.LocalRestarting, g.DeferralTime = true, uint32(restartDeferral/time.Second)
 		}
 		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: ap}); err != nil {
 			s.peerErr[addr] = fmt.Sprintf("engine refused the peer: %v", err)

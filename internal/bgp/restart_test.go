@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -146,6 +147,12 @@ func keptStaleAcrossRestart(t *testing.T, frr *bgptest.FRR, child *testutil.Proc
 			t.Fatalf("FRR dropped %s from its kernel during graceful restart: %q %v", pfx, kr, err)
 		}
 	}
+	// FRR's kernel, watched across the restart: the routes must never leave
+	// it. A restarted speaker that does not claim its forwarding state was
+	// kept (the F bit of RFC 4724) makes FRR drop the stale routes the moment
+	// the new session opens, and add them back when the UPDATE follows.
+	mon := testutil.StartProcess(t, frr.NS, "ip", "monitor", "route")
+	time.Sleep(200 * time.Millisecond) // the monitor subscribed
 	start := time.Now()
 	if err := child.Restart(); err != nil {
 		t.Fatal(err)
@@ -158,6 +165,42 @@ func keptStaleAcrossRestart(t *testing.T, frr *bgptest.FRR, child *testutil.Proc
 		return err
 	})
 	t.Logf("stale flag cleared %v after the restart", time.Since(start).Round(10*time.Millisecond))
+	gr := frrPeerRestart(t, frr, sp4)
+	time.Sleep(500 * time.Millisecond) // zebra's kernel updates, if any, reach the monitor
+	mon.Kill()
+	for _, line := range strings.Split(mon.Output(), "\n") {
+		if strings.HasPrefix(line, "Deleted") && (strings.Contains(line, pod4) || strings.Contains(line, pod6)) {
+			t.Errorf("FRR removed a route from its kernel across the restart (peer's restart flags %s): %s\nmonitor:\n%s", gr, line, mon.Output())
+		}
+	}
+}
+
+// frrPeerRestart is FRR's view of the graceful restart capability in the
+// speaker's last OPEN: the R bit and each family's F bit.
+func frrPeerRestart(t *testing.T, frr *bgptest.FRR, peer string) string {
+	t.Helper()
+	type fam struct {
+		FBit bool `json:"fBit"`
+	}
+	var out map[string]struct {
+		GR struct {
+			RBit bool `json:"rBit"`
+			V4   fam  `json:"ipv4Unicast"`
+			V6   fam  `json:"ipv6Unicast"`
+		} `json:"gracefulRestartInfo"`
+	}
+	if err := frr.JSON("show bgp neighbors "+peer+" json", &out); err != nil {
+		t.Fatal(err)
+	}
+	gr, ok := out[peer]
+	if !ok {
+		t.Fatalf("FRR has no neighbour %s", peer)
+	}
+	flags := fmt.Sprintf("R %t, F %t (IPv4) %t (IPv6)", gr.GR.RBit, gr.GR.V4.FBit, gr.GR.V6.FBit)
+	if !gr.GR.RBit || !gr.GR.V4.FBit || !gr.GR.V6.FBit {
+		t.Errorf("the restarted speaker's OPEN: %s; want all set (it restarted and its routes stayed in the kernel)", flags)
+	}
+	return flags
 }
 
 // waitExited waits until the child process has exited.
