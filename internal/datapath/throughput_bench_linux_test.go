@@ -22,7 +22,10 @@ import (
 // result is the median of the per-round ratios.
 //
 // STRAIT_BENCH_ROUNDS (default 9) and STRAIT_BENCH_SECONDS (default 3, plus
-// one omitted warm-up second) size the run.
+// one omitted warm-up second) size the run. STRAIT_BENCH_NATIVE_MTU sets the
+// MTU of the native case's Strait pods (default 1450, what the agent hands
+// pods when any peer may be encapsulated; 1500 is what an operator can
+// configure when none is), to separate the MTU's share of that path's cost.
 
 const (
 	tpPool    = "10.244.0.0/16"
@@ -50,12 +53,15 @@ type tpPath struct {
 // tpCase is a Strait path, the kernel baseline it is held against, and the
 // same path built by hand with ip commands and nothing else (no nftables
 // table, so no conntrack; default rp_filter; pods at MTU 1500 unless the
-// path is VXLAN): the kernel's own cost of the route Strait takes.
+// path is VXLAN): the kernel's own cost of the route Strait takes. A
+// cross-node case also measures node -> node on Strait's own two nodes
+// (host network, the same links and the same nftables tables the pods'
+// traffic meets): the "node-to-node over the same links".
 type tpCase struct {
-	name                 string
-	base, kernel, strait tpPath
-	target               float64
-	baseName, desc       string
+	name                        string
+	base, kernel, strait, nodes tpPath
+	target                      float64
+	baseName, desc              string
 	// check verifies after the rounds that the traffic took the intended
 	// path (nil: nothing to check).
 	check func(b *testing.B)
@@ -66,56 +72,79 @@ const (
 	tpBase = iota
 	tpKernel
 	tpStrait
+	tpNodes
+	tpPaths
 )
 
 func BenchmarkThroughput(b *testing.B) {
 	testutil.RequireRoot(b)
 	rounds := envInt(b, "STRAIT_BENCH_ROUNDS", 9)
 	secs := envInt(b, "STRAIT_BENCH_SECONDS", 3)
+	nativeMTU := envInt(b, "STRAIT_BENCH_NATIVE_MTU", tpPodMTU)
 	nodeToNode := plainNodes(b)
 	cases := []tpCase{
 		sameNodeCase(b),
-		crossNodeCase(b, true, nodeToNode),
-		crossNodeCase(b, false, nodeToNode),
+		crossNodeCase(b, true, nodeToNode, tpPodMTU),
+		crossNodeCase(b, false, nodeToNode, nativeMTU),
 	}
 	// ratios[i][k]: per-round ratios of case i's path k to its baseline.
-	ratios := make([][3][]float64, len(cases))
-	gbps := make([][3][]float64, len(cases))
+	ratios := make([][tpPaths][]float64, len(cases))
+	gbps := make([][tpPaths][]float64, len(cases))
 	for r := 0; r < rounds; r++ {
 		for i, c := range cases {
-			paths := [3]tpPath{c.base, c.kernel, c.strait}
-			var got [3]float64
-			for j := range 3 { // rotate the order from round to round
-				k := (j + r) % 3
+			paths := [tpPaths]tpPath{c.base, c.kernel, c.strait, c.nodes}
+			n := tpPaths
+			if c.nodes.client == nil {
+				n = tpNodes
+			}
+			var got [tpPaths]float64
+			for j := range n { // rotate the order from round to round
+				k := (j + r) % n
 				got[k] = iperf(b, paths[k], secs)
 				gbps[i][k] = append(gbps[i][k], got[k])
 			}
-			for k := range 3 {
+			for k := range n {
 				ratios[i][k] = append(ratios[i][k], got[k]/got[tpBase])
 			}
-			fmt.Printf("round %d %-10s base %5.1f  kernel %5.1f  strait %5.1f Gbit/s  strait/base %.2f  kernel/base %.2f\n",
-				r+1, c.name, got[tpBase], got[tpKernel], got[tpStrait], got[tpStrait]/got[tpBase], got[tpKernel]/got[tpBase])
+			nodes := "    -"
+			if n == tpPaths {
+				nodes = fmt.Sprintf("%5.1f", got[tpNodes])
+			}
+			fmt.Printf("round %d %-10s base %5.1f  kernel %5.1f  strait %5.1f  nodes %s Gbit/s  strait/base %.2f  kernel/base %.2f\n",
+				r+1, c.name, got[tpBase], got[tpKernel], got[tpStrait], nodes, got[tpStrait]/got[tpBase], got[tpKernel]/got[tpBase])
 		}
 	}
-	var table strings.Builder
+	var table, same strings.Builder
 	fmt.Fprintf(&table, "\n| path | baseline | Gbit/s: baseline / kernel / Strait | kernel / baseline | **Strait / baseline** (min-max) | Strait / kernel | target |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&same, "\n| path | Gbit/s: node -> node on Strait's nodes / Strait | **Strait / node -> node on Strait's nodes** (min-max) | that node -> node / baseline | target |\n|---|---|---|---|---|\n")
 	for i, c := range cases {
 		if c.check != nil {
 			c.check(b)
 		}
-		sk := make([]float64, rounds)
-		for r := range sk {
-			sk[r] = ratios[i][tpStrait][r] / ratios[i][tpKernel][r]
-		}
 		m := median(ratios[i][tpStrait])
 		fmt.Fprintf(&table, "| %s | %s | %.1f / %.1f / %.1f | %.2f | **%.2f** (%.2f-%.2f) | %.2f | >= %.2f |\n", c.desc, c.baseName,
 			median(gbps[i][tpBase]), median(gbps[i][tpKernel]), median(gbps[i][tpStrait]), median(ratios[i][tpKernel]),
-			m, slices.Min(ratios[i][tpStrait]), slices.Max(ratios[i][tpStrait]), median(sk), c.target)
+			m, slices.Min(ratios[i][tpStrait]), slices.Max(ratios[i][tpStrait]), median(perRound(ratios[i][tpStrait], ratios[i][tpKernel])), c.target)
 		b.ReportMetric(m, c.name+"-ratio")
 		b.ReportMetric(median(ratios[i][tpKernel]), c.name+"-kernel-ratio")
 		b.ReportMetric(median(gbps[i][tpStrait]), c.name+"-Gbit/s")
+		if c.nodes.client != nil {
+			sn := perRound(ratios[i][tpStrait], ratios[i][tpNodes])
+			fmt.Fprintf(&same, "| %s | %.1f / %.1f | **%.2f** (%.2f-%.2f) | %.2f | >= %.2f |\n", c.desc,
+				median(gbps[i][tpNodes]), median(gbps[i][tpStrait]), median(sn), slices.Min(sn), slices.Max(sn), median(ratios[i][tpNodes]), c.target)
+			b.ReportMetric(median(sn), c.name+"-same-nodes-ratio")
+		}
 	}
-	fmt.Printf("iperf3 TCP, 1 stream, %d interleaved rounds of %d s, medians of per-round ratios:%s", rounds, secs, table.String())
+	fmt.Printf("iperf3 TCP, 1 stream, %d interleaved rounds of %d s, medians of per-round ratios:%s%s", rounds, secs, table.String(), same.String())
+}
+
+// perRound divides two series of per-round ratios round by round.
+func perRound(num, den []float64) []float64 {
+	out := make([]float64, len(num))
+	for r := range out {
+		out[r] = num[r] / den[r]
+	}
+	return out
 }
 
 // sameNodeCase: two pods on one node (routed through the node's namespace)
@@ -131,8 +160,8 @@ func sameNodeCase(b *testing.B) tpCase {
 
 	_, dp := tpNode(b, "tp-node")
 	setNATAsAgent(b, dp, nil)
-	p1 := tpPod(b, dp, "10.244.1.2")
-	p2 := tpPod(b, dp, "10.244.1.3")
+	p1 := tpPod(b, dp, "10.244.1.2", tpPodMTU)
+	p2 := tpPod(b, dp, "10.244.1.3", tpPodMTU)
 	startIperfServer(b, p2)
 
 	hand := handNode(b)
@@ -248,7 +277,7 @@ func tpUplink(b *testing.B, node, br *testutil.NS, i int, ip string) {
 // one pod on each; the remote pod block is routed through VXLAN (encap) or
 // natively via the other node's address (CrossSubnet, same subnet). The
 // baseline is node -> node over the same kind of links (plainNodes).
-func crossNodeCase(b *testing.B, encap bool, base tpPath) tpCase {
+func crossNodeCase(b *testing.B, encap bool, base tpPath, podMTU int) tpCase {
 	br := tpBridge(b)
 	type side struct {
 		ns    *testutil.NS
@@ -270,7 +299,7 @@ func crossNodeCase(b *testing.B, encap bool, base tpPath) tpCase {
 			b.Fatal(err)
 		}
 		setNATAsAgent(b, s.dp, []netip.Addr{sides[0].ip, sides[1].ip})
-		s.pod = tpPod(b, s.dp, s.block.Addr().Next().Next().String())
+		s.pod = tpPod(b, s.dp, s.block.Addr().Next().Next().String(), podMTU)
 	}
 	for i, s := range sides {
 		remote := sides[1-i]
@@ -283,10 +312,12 @@ func crossNodeCase(b *testing.B, encap bool, base tpPath) tpCase {
 		}
 	}
 	startIperfServer(b, sides[1].pod)
+	startIperfServer(b, sides[1].ns)
 	c := tpCase{
 		base:     base,
 		kernel:   handCross(b, encap),
 		strait:   tpPath{client: sides[0].pod, server: sides[1].block.Addr().Next().Next().String()},
+		nodes:    tpPath{client: sides[0].ns, server: sides[1].ip.String()},
 		baseName: "node -> bridge -> node",
 	}
 	vxlanBytes := func() int64 {
@@ -306,6 +337,9 @@ func crossNodeCase(b *testing.B, encap bool, base tpPath) tpCase {
 		}
 	} else {
 		c.name, c.desc, c.target = "native", "pod -> pod, other node, native (CrossSubnet, same subnet)", 0.97
+		if podMTU != tpPodMTU {
+			c.desc += fmt.Sprintf(", pods at MTU %d", podMTU)
+		}
 		c.check = func(b *testing.B) {
 			if n := vxlanBytes(); n > 1<<20 {
 				b.Fatalf("native case: %d bytes went through %s", n, VTEPDevice4)
@@ -330,10 +364,10 @@ func tpNode(b *testing.B, name string) (*testutil.NS, *Datapath) {
 }
 
 // tpPod wires a fresh pod namespace with one IPv4 address as the agent does.
-func tpPod(b *testing.B, dp *Datapath, addr string) *testutil.NS {
+func tpPod(b *testing.B, dp *Datapath, addr string, mtu int) *testutil.NS {
 	pod := testutil.NewNS(b)
 	p := Pod{Netns: pod.Path(), IfName: "eth0", HostIface: HostIfaceName("bench", pod.Name, "eth0"),
-		Addrs: []netip.Addr{netip.MustParseAddr(addr)}, MTU: tpPodMTU}
+		Addrs: []netip.Addr{netip.MustParseAddr(addr)}, MTU: mtu}
 	if _, err := dp.SetupPod(context.Background(), p); err != nil {
 		b.Fatal(err)
 	}
