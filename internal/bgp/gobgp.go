@@ -57,21 +57,40 @@ func New(log *slog.Logger, opts Options) (Speaker, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &gobgpSpeaker{
-		log: log, opts: opts, srv: server.NewBgpServer(sopts...),
+		log: log, opts: opts, sopts: sopts,
 		peerApplied: map[netip.Addr]string{}, paths: map[netip.Prefix]uint64{},
 		sess: map[netip.Addr]*session{}, learned: make(chan []Route, 1),
 		kick: make(chan struct{}, 1), kickLearn: make(chan struct{}, 1),
 		ctx: ctx, cancel: cancel, done: make(chan struct{}), restarting: true,
 	}
-	go s.srv.Serve()
+	s.startEngine()
 	go s.loop()
 	return s, nil
 }
 
+// startEngine creates and serves a new GoBGP server. GoBGP v4's server is
+// single-use: once StopBgp has run, its loop is gone and every later call
+// fails with "server stopped", so a restart needs a new one.
+// The caller holds emu (or is New).
+func (s *gobgpSpeaker) startEngine() {
+	srv := server.NewBgpServer(s.sopts...)
+	go srv.Serve()
+	s.srv = srv
+}
+
+// engine is the current GoBGP server (replaced when global settings
+// change); the caller holds mu or emu.
+func (s *gobgpSpeaker) engine() *server.BgpServer { return s.srv }
+
 type gobgpSpeaker struct {
-	log  *slog.Logger
-	opts Options
-	srv  *server.BgpServer
+	log   *slog.Logger
+	opts  Options
+	sopts []server.ServerOption
+	// emu guards the engine's replacement and start: srv is written, and
+	// StartBgp runs (it sets GoBGP package globals that every server's
+	// ListPath reads), with mu and emu held; reads hold mu or emu shared.
+	emu sync.RWMutex
+	srv *server.BgpServer
 
 	mu          sync.Mutex // serialises Set, resync and Close
 	cfg         Config
@@ -115,11 +134,11 @@ func (s *gobgpSpeaker) apply(ctx context.Context) error {
 	polText := renderPolicies(pol)
 	policyChanged := polText != s.policyText
 	if policyChanged {
-		if err := s.srv.SetPolicies(ctx, pol); err != nil {
+		if err := s.engine().SetPolicies(ctx, pol); err != nil {
 			return fmt.Errorf("bgp set export policy: %w", err)
 		}
 		if s.policyText == "" {
-			if err := s.srv.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+			if err := s.engine().AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
 				Name: "global", Direction: api.PolicyDirection_POLICY_DIRECTION_EXPORT,
 				Policies: []*api.Policy{{Name: exportPolicy}}, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
 			}}); err != nil {
@@ -135,7 +154,7 @@ func (s *gobgpSpeaker) apply(ctx context.Context) error {
 		return err
 	}
 	if policyChanged && hadPeers {
-		if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: "all", Soft: true, Direction: api.ResetPeerRequest_DIRECTION_OUT}); err != nil {
+		if err := s.engine().ResetPeer(ctx, &api.ResetPeerRequest{Address: "all", Soft: true, Direction: api.ResetPeerRequest_DIRECTION_OUT}); err != nil {
 			s.log.Warn("bgp: soft reset after policy change", "err", err)
 		}
 	}
@@ -147,15 +166,20 @@ func (s *gobgpSpeaker) ensureStarted(ctx context.Context, p plan) error {
 	if r := s.running; r != nil && r.ASN == p.ASN && r.RouterID == p.RouterID && r.ListenPort == p.ListenPort {
 		return nil
 	}
+	s.emu.Lock()
+	defer s.emu.Unlock()
 	if s.running != nil {
 		s.log.Info("bgp: global settings changed, restarting the speaker", "asn", p.ASN, "routerID", p.RouterID)
-		if err := s.srv.StopBgp(ctx, &api.StopBgpRequest{}); err != nil {
-			return fmt.Errorf("bgp restart: %w", err)
-		}
-		// Stopped with a NOTIFICATION: the peers dropped our routes.
-		s.running, s.policyText, s.restarting = nil, "", false
+		// Stop sends every peer a NOTIFICATION (the peers drop our routes)
+		// and ends BFD and the gRPC API; a new server takes over.
+		s.engine().Stop()
+		s.startEngine()
+		s.running, s.policyText, s.restarting, s.watching = nil, "", false, false
 		clear(s.peerApplied)
 		clear(s.paths)
+		s.smu.Lock()
+		clear(s.sess)
+		s.smu.Unlock()
 	}
 	port := p.ListenPort
 	if port == 0 {
@@ -164,7 +188,7 @@ func (s *gobgpSpeaker) ensureStarted(ctx context.Context, p plan) error {
 	// Only the two families Strait speaks: without a list GoBGP makes a
 	// sharded table for every family it knows, twice (about 10 MB at start).
 	families := []uint32{uint32(oc.AfiSafiTypeToIntMap[oc.AFI_SAFI_TYPE_IPV4_UNICAST]), uint32(oc.AfiSafiTypeToIntMap[oc.AFI_SAFI_TYPE_IPV6_UNICAST])}
-	if err := s.srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+	if err := s.engine().StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
 		Asn: p.ASN, RouterId: p.RouterID.String(), ListenPort: port, Families: families,
 	}}); err != nil {
 		return fmt.Errorf("bgp start (AS %d, router ID %s, port %d): %w", p.ASN, p.RouterID, port, err)
@@ -172,7 +196,7 @@ func (s *gobgpSpeaker) ensureStarted(ctx context.Context, p plan) error {
 	g := plan{ASN: p.ASN, RouterID: p.RouterID, ListenPort: p.ListenPort}
 	s.running = &g
 	if !s.watching {
-		err := s.srv.WatchEvent(s.ctx, server.WatchEventMessageCallbacks{
+		err := s.engine().WatchEvent(s.ctx, server.WatchEventMessageCallbacks{
 			OnPeerUpdate: s.onPeer, OnPathUpdate: s.onReceived,
 		}, server.WatchPeer(), server.WatchUpdate(false, "", ""))
 		if err != nil {
@@ -207,7 +231,7 @@ func (h stopNoise) WithGroup(name string) slog.Handler    { return stopNoise{h.H
 // time exactly as after a crash, and the restarted speaker refreshes them;
 // a peer without graceful restart gets a Cease and withdraws at once.
 func (s *gobgpSpeaker) stopKeepingRoutes() {
-	if err := s.srv.StopBgp(context.Background(), &api.StopBgpRequest{AllowGracefulRestart: true}); err != nil {
+	if err := s.engine().StopBgp(context.Background(), &api.StopBgpRequest{AllowGracefulRestart: true}); err != nil {
 		s.log.Debug("bgp stop", "error", err) // not started: nothing to end
 	}
 }
@@ -224,7 +248,7 @@ func (s *gobgpSpeaker) applyPeers(ctx context.Context, p plan) {
 		if _, ok := want[addr]; ok {
 			continue
 		}
-		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+		if err := s.engine().DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
 			s.log.Warn("bgp: delete peer", "peer", addr, "err", err)
 		}
 		delete(s.peerApplied, addr)
@@ -237,7 +261,7 @@ func (s *gobgpSpeaker) applyPeers(ctx context.Context, p plan) {
 			continue
 		}
 		if ok {
-			if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+			if err := s.engine().DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
 				s.log.Warn("bgp: delete peer to re-add", "peer", addr, "err", err)
 			}
 			delete(s.peerApplied, addr)
@@ -246,7 +270,7 @@ func (s *gobgpSpeaker) applyPeers(ctx context.Context, p plan) {
 		if g := ap.GracefulRestart; g != nil && s.restarting {
 			g.LocalRestarting, g.DeferralTime = true, uint32(restartDeferral/time.Second)
 		}
-		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: ap}); err != nil {
+		if err := s.engine().AddPeer(ctx, &api.AddPeerRequest{Peer: ap}); err != nil {
 			s.peerErr[addr] = fmt.Sprintf("engine refused the peer: %v", err)
 			continue
 		}
@@ -280,7 +304,7 @@ func (s *gobgpSpeaker) applyPaths(p plan) error {
 		}
 	}
 	if len(del) > 0 {
-		if err := s.srv.DeletePath(apiutil.DeletePathRequest{Paths: del}); err != nil {
+		if err := s.engine().DeletePath(apiutil.DeletePathRequest{Paths: del}); err != nil {
 			return fmt.Errorf("bgp withdraw %d paths: %w", len(del), err)
 		}
 		for _, d := range del {
@@ -299,7 +323,7 @@ func (s *gobgpSpeaker) applyPaths(p plan) error {
 			}
 			batch = append(batch, ap)
 		}
-		if _, err := s.srv.AddPath(apiutil.AddPathRequest{Paths: batch}); err != nil {
+		if _, err := s.engine().AddPath(apiutil.AddPathRequest{Paths: batch}); err != nil {
 			return fmt.Errorf("bgp announce %d paths: %w", len(batch), err)
 		}
 		for _, c := range chunk {
@@ -639,8 +663,10 @@ func (s *gobgpSpeaker) publishLearned() {
 	}
 	s.mu.Unlock()
 	var out []Route
+	s.emu.RLock()
+	defer s.emu.RUnlock()
 	for _, f := range []Family{IPv4Unicast, IPv6Unicast} {
-		err := s.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: engineFamily(f)},
+		err := s.engine().ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: engineFamily(f)},
 			func(n gbgp.NLRI, paths []*apiutil.Path) {
 				for _, p := range paths {
 					if name, ok := learn[p.PeerAddress.Unmap()]; ok && p.Best && !p.Withdrawal {
@@ -672,11 +698,13 @@ func (s *gobgpSpeaker) Peers(ctx context.Context) ([]PeerStatus, error) {
 		return nil, nil // not configured yet: GoBGP may not be started
 	}
 	live := map[netip.Addr]*api.Peer{}
-	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+	s.emu.RLock()
+	err := s.engine().ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
 		if a, err := netip.ParseAddr(p.Conf.NeighborAddress); err == nil {
 			live[a.Unmap()] = p
 		}
 	})
+	s.emu.RUnlock()
 	if err != nil {
 		return nil, fmt.Errorf("bgp list peers: %w", err)
 	}
@@ -776,13 +804,15 @@ func (s *gobgpSpeaker) Routes(ctx context.Context, q RouteQuery) ([]Route, error
 		names[pp.Peer.Address] = pp.Peer.Name
 	}
 	var out []Route
+	s.emu.RLock()
+	defer s.emu.RUnlock()
 	for _, t := range targets {
 		for _, f := range families {
 			req := apiutil.ListPathRequest{TableType: tt, Family: engineFamily(f)}
 			if t.addr.IsValid() {
 				req.Name = t.addr.String()
 			}
-			err := s.srv.ListPath(req, func(n gbgp.NLRI, paths []*apiutil.Path) {
+			err := s.engine().ListPath(req, func(n gbgp.NLRI, paths []*apiutil.Path) {
 				for _, p := range paths {
 					r := toRoute(n, p, names[p.PeerAddress.Unmap()])
 					if q.Direction == DirectionAdvertised {

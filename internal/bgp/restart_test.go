@@ -1,6 +1,7 @@
 package bgp
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -175,32 +176,87 @@ func keptStaleAcrossRestart(t *testing.T, frr *bgptest.FRR, child *testutil.Proc
 	}
 }
 
-// frrPeerRestart is FRR's view of the graceful restart capability in the
+// frrRestartFlags is FRR's view of the graceful restart capability in the
 // speaker's last OPEN: the R bit and each family's F bit.
-func frrPeerRestart(t *testing.T, frr *bgptest.FRR, peer string) string {
-	t.Helper()
+type frrRestartFlags struct{ R, F4, F6 bool }
+
+func (f frrRestartFlags) String() string {
+	return fmt.Sprintf("R %t, F %t (IPv4) %t (IPv6)", f.R, f.F4, f.F6)
+}
+
+func frrPeerRestartFlags(frr *bgptest.FRR, peer string) (frrRestartFlags, error) {
 	type fam struct {
 		FBit bool `json:"fBit"`
 	}
 	var out map[string]struct {
-		GR struct {
+		State string `json:"bgpState"`
+		GR    struct {
 			RBit bool `json:"rBit"`
 			V4   fam  `json:"ipv4Unicast"`
 			V6   fam  `json:"ipv6Unicast"`
 		} `json:"gracefulRestartInfo"`
 	}
 	if err := frr.JSON("show bgp neighbors "+peer+" json", &out); err != nil {
+		return frrRestartFlags{}, err
+	}
+	n, ok := out[peer]
+	if !ok {
+		return frrRestartFlags{}, fmt.Errorf("FRR has no neighbour %s", peer)
+	}
+	if n.State != "Established" {
+		return frrRestartFlags{}, fmt.Errorf("FRR's session with %s is %s", peer, n.State)
+	}
+	return frrRestartFlags{R: n.GR.RBit, F4: n.GR.V4.FBit, F6: n.GR.V6.FBit}, nil
+}
+
+// frrPeerRestart checks that the restarted speaker's OPEN claimed a restart
+// that kept forwarding in both families.
+func frrPeerRestart(t *testing.T, frr *bgptest.FRR, peer string) string {
+	t.Helper()
+	f, err := frrPeerRestartFlags(frr, peer)
+	if err != nil {
 		t.Fatal(err)
 	}
-	gr, ok := out[peer]
-	if !ok {
-		t.Fatalf("FRR has no neighbour %s", peer)
+	if !f.R || !f.F4 || !f.F6 {
+		t.Errorf("the restarted speaker's OPEN: %s; want all set (it restarted and its routes stayed in the kernel)", f)
 	}
-	flags := fmt.Sprintf("R %t, F %t (IPv4) %t (IPv6)", gr.GR.RBit, gr.GR.V4.FBit, gr.GR.V6.FBit)
-	if !gr.GR.RBit || !gr.GR.V4.FBit || !gr.GR.V6.FBit {
-		t.Errorf("the restarted speaker's OPEN: %s; want all set (it restarted and its routes stayed in the kernel)", flags)
+	return f.String()
+}
+
+// TestRestartClaim: a speaker's first start in a process tells its peers it
+// restarted with forwarding kept (R and F bits), and its routes still reach
+// them (the selection deferral ends with the peer's End-of-RIB); a speaker
+// restarted for a new router ID ends its sessions with a NOTIFICATION first,
+// so its next OPEN claims nothing.
+func TestRestartClaim(t *testing.T) {
+	l := newLab(t, bgptest.FRRConfig{GracefulRestart: true,
+		Neighbors: []bgptest.FRRNeighbor{{Address: sp4, ASN: ourAS}}}, false)
+	s := newSpeaker(t, Options{})
+	ctx := context.Background()
+	cfg := func(routerID string) Config {
+		return Config{ASN: ourAS, RouterID: a(routerID), ListenPort: -1, Paths: testPaths, Peers: []Peer{{
+			Name: "frr", Address: a(frr4), ASN: frrAS, Timers: fastTimers(),
+			GracefulRestart: &GracefulRestart{RestartTime: 20 * time.Second}}}}
 	}
-	return flags
+	start := time.Now()
+	if err := s.Set(ctx, cfg(sp4)); err != nil {
+		t.Fatal(err)
+	}
+	frrHas(t, l.frr, pod4, sp4, "65001:100")
+	frrHas(t, l.frr, pod6, sp6, "65001:100")
+	t.Logf("first start: FRR routes both blocks %v after Set (%s)", time.Since(start).Round(10*time.Millisecond), frrPeerRestart(t, l.frr, sp4))
+
+	if err := s.Set(ctx, cfg("198.51.100.77")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, 200*time.Millisecond, func() error {
+		f, err := frrPeerRestartFlags(l.frr, sp4)
+		if err == nil && (f.R || f.F4 || f.F6) {
+			err = fmt.Errorf("after a new router ID: %s, want nothing claimed", f)
+		}
+		return err
+	})
+	frrHas(t, l.frr, pod4, sp4, "65001:100")
 }
 
 // waitExited waits until the child process has exited.
