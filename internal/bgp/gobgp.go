@@ -101,7 +101,7 @@ type gobgpSpeaker struct {
 	peerApplied map[netip.Addr]string   // peer address -> rendered GoBGP peer (+ password)
 	peerErr     map[netip.Addr]string   // engine errors of AddPeer
 	paths       map[netip.Prefix]uint64 // announced prefix -> pathAttrs
-	watching    bool
+	stopWatch   context.CancelFunc      // ends the engine's event watcher; nil: none
 	closed      bool
 	// restarting: BGP has not yet been started by this process. The node's
 	// routes outlive the speaker (the kernel keeps them across an agent
@@ -172,9 +172,12 @@ func (s *gobgpSpeaker) ensureStarted(ctx context.Context, p plan) error {
 		s.log.Info("bgp: global settings changed, restarting the speaker", "asn", p.ASN, "routerID", p.RouterID)
 		// Stop sends every peer a NOTIFICATION (the peers drop our routes)
 		// and ends BFD and the gRPC API; a new server takes over.
+		if s.stopWatch != nil {
+			s.stopWatch() // the old server's event watcher
+		}
 		s.engine().Stop()
 		s.startEngine()
-		s.running, s.policyText, s.restarting, s.watching = nil, "", false, false
+		s.running, s.policyText, s.restarting, s.stopWatch = nil, "", false, nil
 		clear(s.peerApplied)
 		clear(s.paths)
 		s.smu.Lock()
@@ -195,14 +198,16 @@ func (s *gobgpSpeaker) ensureStarted(ctx context.Context, p plan) error {
 	}
 	g := plan{ASN: p.ASN, RouterID: p.RouterID, ListenPort: p.ListenPort}
 	s.running = &g
-	if !s.watching {
-		err := s.engine().WatchEvent(s.ctx, server.WatchEventMessageCallbacks{
+	if s.stopWatch == nil {
+		wctx, cancel := context.WithCancel(s.ctx)
+		err := s.engine().WatchEvent(wctx, server.WatchEventMessageCallbacks{
 			OnPeerUpdate: s.onPeer, OnPathUpdate: s.onReceived,
 		}, server.WatchPeer(), server.WatchUpdate(false, "", ""))
 		if err != nil {
+			cancel()
 			return fmt.Errorf("bgp watch events: %w", err)
 		}
-		s.watching = true
+		s.stopWatch = cancel
 	}
 	return nil
 }
