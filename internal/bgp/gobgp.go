@@ -78,10 +78,6 @@ func (s *gobgpSpeaker) startEngine() {
 	s.srv = srv
 }
 
-// engine is the current GoBGP server (replaced when global settings
-// change); the caller holds mu or emu.
-func (s *gobgpSpeaker) engine() *server.BgpServer { return s.srv }
-
 type gobgpSpeaker struct {
 	log   *slog.Logger
 	opts  Options
@@ -90,7 +86,7 @@ type gobgpSpeaker struct {
 	// StartBgp runs (it sets GoBGP package globals that every server's
 	// ListPath reads), with mu and emu held; reads hold mu or emu shared.
 	emu sync.RWMutex
-	srv *server.BgpServer
+	srv *server.BgpServer // the current GoBGP server, replaced when global settings change
 
 	mu          sync.Mutex // serialises Set, resync and Close
 	cfg         Config
@@ -134,11 +130,11 @@ func (s *gobgpSpeaker) apply(ctx context.Context) error {
 	polText := renderPolicies(pol)
 	policyChanged := polText != s.policyText
 	if policyChanged {
-		if err := s.engine().SetPolicies(ctx, pol); err != nil {
+		if err := s.srv.SetPolicies(ctx, pol); err != nil {
 			return fmt.Errorf("bgp set export policy: %w", err)
 		}
 		if s.policyText == "" {
-			if err := s.engine().AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+			if err := s.srv.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
 				Name: "global", Direction: api.PolicyDirection_POLICY_DIRECTION_EXPORT,
 				Policies: []*api.Policy{{Name: exportPolicy}}, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
 			}}); err != nil {
@@ -154,7 +150,7 @@ func (s *gobgpSpeaker) apply(ctx context.Context) error {
 		return err
 	}
 	if policyChanged && hadPeers {
-		if err := s.engine().ResetPeer(ctx, &api.ResetPeerRequest{Address: "all", Soft: true, Direction: api.ResetPeerRequest_DIRECTION_OUT}); err != nil {
+		if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: "all", Soft: true, Direction: api.ResetPeerRequest_DIRECTION_OUT}); err != nil {
 			s.log.Warn("bgp: soft reset after policy change", "err", err)
 		}
 	}
@@ -175,7 +171,7 @@ func (s *gobgpSpeaker) ensureStarted(ctx context.Context, p plan) error {
 		if s.stopWatch != nil {
 			s.stopWatch() // the old server's event watcher
 		}
-		s.engine().Stop()
+		s.srv.Stop()
 		s.startEngine()
 		s.running, s.policyText, s.restarting, s.stopWatch = nil, "", false, nil
 		clear(s.peerApplied)
@@ -191,7 +187,7 @@ func (s *gobgpSpeaker) ensureStarted(ctx context.Context, p plan) error {
 	// Only the two families Strait speaks: without a list GoBGP makes a
 	// sharded table for every family it knows, twice (about 10 MB at start).
 	families := []uint32{uint32(oc.AfiSafiTypeToIntMap[oc.AFI_SAFI_TYPE_IPV4_UNICAST]), uint32(oc.AfiSafiTypeToIntMap[oc.AFI_SAFI_TYPE_IPV6_UNICAST])}
-	if err := s.engine().StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+	if err := s.srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
 		Asn: p.ASN, RouterId: p.RouterID.String(), ListenPort: port, Families: families,
 	}}); err != nil {
 		return fmt.Errorf("bgp start (AS %d, router ID %s, port %d): %w", p.ASN, p.RouterID, port, err)
@@ -200,7 +196,7 @@ func (s *gobgpSpeaker) ensureStarted(ctx context.Context, p plan) error {
 	s.running = &g
 	if s.stopWatch == nil {
 		wctx, cancel := context.WithCancel(s.ctx)
-		err := s.engine().WatchEvent(wctx, server.WatchEventMessageCallbacks{
+		err := s.srv.WatchEvent(wctx, server.WatchEventMessageCallbacks{
 			OnPeerUpdate: s.onPeer, OnPathUpdate: s.onReceived,
 		}, server.WatchPeer(), server.WatchUpdate(false, "", ""))
 		if err != nil {
@@ -236,7 +232,7 @@ func (h stopNoise) WithGroup(name string) slog.Handler    { return stopNoise{h.H
 // time exactly as after a crash, and the restarted speaker refreshes them;
 // a peer without graceful restart gets a Cease and withdraws at once.
 func (s *gobgpSpeaker) stopKeepingRoutes() {
-	if err := s.engine().StopBgp(context.Background(), &api.StopBgpRequest{AllowGracefulRestart: true}); err != nil {
+	if err := s.srv.StopBgp(context.Background(), &api.StopBgpRequest{AllowGracefulRestart: true}); err != nil {
 		s.log.Debug("bgp stop", "error", err) // not started: nothing to end
 	}
 }
@@ -253,7 +249,7 @@ func (s *gobgpSpeaker) applyPeers(ctx context.Context, p plan) {
 		if _, ok := want[addr]; ok {
 			continue
 		}
-		if err := s.engine().DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
 			s.log.Warn("bgp: delete peer", "peer", addr, "err", err)
 		}
 		delete(s.peerApplied, addr)
@@ -266,7 +262,7 @@ func (s *gobgpSpeaker) applyPeers(ctx context.Context, p plan) {
 			continue
 		}
 		if ok {
-			if err := s.engine().DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+			if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
 				s.log.Warn("bgp: delete peer to re-add", "peer", addr, "err", err)
 			}
 			delete(s.peerApplied, addr)
@@ -275,7 +271,7 @@ func (s *gobgpSpeaker) applyPeers(ctx context.Context, p plan) {
 		if g := ap.GracefulRestart; g != nil && s.restarting {
 			g.LocalRestarting, g.DeferralTime = true, uint32(restartDeferral/time.Second)
 		}
-		if err := s.engine().AddPeer(ctx, &api.AddPeerRequest{Peer: ap}); err != nil {
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: ap}); err != nil {
 			s.peerErr[addr] = fmt.Sprintf("engine refused the peer: %v", err)
 			continue
 		}
@@ -309,7 +305,7 @@ func (s *gobgpSpeaker) applyPaths(p plan) error {
 		}
 	}
 	if len(del) > 0 {
-		if err := s.engine().DeletePath(apiutil.DeletePathRequest{Paths: del}); err != nil {
+		if err := s.srv.DeletePath(apiutil.DeletePathRequest{Paths: del}); err != nil {
 			return fmt.Errorf("bgp withdraw %d paths: %w", len(del), err)
 		}
 		for _, d := range del {
@@ -328,7 +324,7 @@ func (s *gobgpSpeaker) applyPaths(p plan) error {
 			}
 			batch = append(batch, ap)
 		}
-		if _, err := s.engine().AddPath(apiutil.AddPathRequest{Paths: batch}); err != nil {
+		if _, err := s.srv.AddPath(apiutil.AddPathRequest{Paths: batch}); err != nil {
 			return fmt.Errorf("bgp announce %d paths: %w", len(batch), err)
 		}
 		for _, c := range chunk {
@@ -671,7 +667,7 @@ func (s *gobgpSpeaker) publishLearned() {
 	s.emu.RLock()
 	defer s.emu.RUnlock()
 	for _, f := range []Family{IPv4Unicast, IPv6Unicast} {
-		err := s.engine().ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: engineFamily(f)},
+		err := s.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: engineFamily(f)},
 			func(n gbgp.NLRI, paths []*apiutil.Path) {
 				for _, p := range paths {
 					if name, ok := learn[p.PeerAddress.Unmap()]; ok && p.Best && !p.Withdrawal {
@@ -704,7 +700,7 @@ func (s *gobgpSpeaker) Peers(ctx context.Context) ([]PeerStatus, error) {
 	}
 	live := map[netip.Addr]*api.Peer{}
 	s.emu.RLock()
-	err := s.engine().ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
 		if a, err := netip.ParseAddr(p.Conf.NeighborAddress); err == nil {
 			live[a.Unmap()] = p
 		}
@@ -817,7 +813,7 @@ func (s *gobgpSpeaker) Routes(ctx context.Context, q RouteQuery) ([]Route, error
 			if t.addr.IsValid() {
 				req.Name = t.addr.String()
 			}
-			err := s.engine().ListPath(req, func(n gbgp.NLRI, paths []*apiutil.Path) {
+			err := s.srv.ListPath(req, func(n gbgp.NLRI, paths []*apiutil.Path) {
 				for _, p := range paths {
 					r := toRoute(n, p, names[p.PeerAddress.Unmap()])
 					if q.Direction == DirectionAdvertised {

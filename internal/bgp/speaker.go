@@ -166,7 +166,7 @@ func (s *gobgpSpeaker) Close() error {
 	s.cancel()
 	<-s.done
 	s.stopKeepingRoutes()
-	s.engine().Stop()
+	s.srv.Stop()
 	close(s.learned)
 	return nil
 }
