@@ -511,6 +511,13 @@ func (cc *clusterController) natConfig() datapath.NATConfig {
 			}
 		}
 	}
+	// The node has a VXLAN device when it has a tunnel address (see
+	// start): its outer packets to and from the nodes skip conntrack.
+	for _, v := range []*vtepInfo{t.self.V4, t.self.V6} {
+		if v != nil && v.TunnelAddr.IsValid() {
+			cfg.TunnelPort = uint16(cc.cfg.VXLAN.Port)
+		}
+	}
 	return cfg
 }
 

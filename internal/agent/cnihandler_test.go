@@ -277,6 +277,9 @@ func TestConfig(t *testing.T) {
 		{Config{NodeName: "n", PodCIDRs: []string{"10.0.0.0/24", "10.1.0.0/24"}}, "second IPv4"},
 		{Config{NodeName: "n", PodCIDRs: []string{"10.0.0.0/24"}, MTU: 100}, "mtu"},
 		{Config{NodeName: "n", PodCIDRs: []string{"10.0.0.0/24"}, SocketPath: "rel.sock"}, "socketPath"},
+		{Config{NodeName: "n", VXLAN: VXLANConfig{Port: 70000}}, "vxlan.port"},
+		{Config{NodeName: "n", VXLAN: VXLANConfig{VNIv6: 1 << 24}}, "vxlan.vniV6"},
+		{Config{NodeName: "n", VXLAN: VXLANConfig{VNIv4: -1}}, "vxlan.vniV4"},
 	} {
 		if err := c.cfg.Default(); err == nil || !strings.Contains(err.Error(), c.field) {
 			t.Errorf("%+v: %v, want error naming %q", c.cfg, err, c.field)

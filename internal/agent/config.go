@@ -197,6 +197,17 @@ func (c *Config) Default() error {
 	if c.VXLAN.Port == 0 {
 		c.VXLAN.Port = 4789
 	}
+	if c.VXLAN.Port < 1 || c.VXLAN.Port > 65535 {
+		return fmt.Errorf("vxlan.port: %d out of range 1..65535", c.VXLAN.Port)
+	}
+	for _, v := range []struct {
+		field string
+		vni   int
+	}{{"vxlan.vniV4", c.VXLAN.VNIv4}, {"vxlan.vniV6", c.VXLAN.VNIv6}} {
+		if v.vni < 1 || v.vni > 1<<24-1 {
+			return fmt.Errorf("%s: %d out of range 1..16777215", v.field, v.vni)
+		}
+	}
 	if c.ResyncPeriod.Duration == 0 {
 		c.ResyncPeriod.Duration = 10 * time.Second
 	}

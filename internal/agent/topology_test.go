@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/strait-net/strait/internal/datapath"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -84,5 +85,40 @@ func TestOnNodeCIDRs(t *testing.T) {
 	}
 	if len(cc.topo.blocks) != 1 || !cc.dirty["n1"] || !cc.dirty["n2"] {
 		t.Fatalf("blocks %v, dirty %v", cc.topo.blocks, fmt.Sprint(cc.dirty))
+	}
+}
+
+// TestNATConfig: pools with natOutgoing are masqueraded, every node's
+// underlay address is exempt, and the VXLAN port's outer packets skip
+// conntrack once this node has a VXLAN device (a tunnel address).
+func TestNATConfig(t *testing.T) {
+	cc := &clusterController{log: slog.New(slog.DiscardHandler), topo: newTopology(),
+		cfg: &Config{IPAMMode: IPAMBlocks, NodeName: "self", VXLAN: VXLANConfig{Port: 8472}}}
+	v := func(underlay, tunnel string) *vtepInfo {
+		i := &vtepInfo{Underlay: netip.MustParseAddr(underlay)}
+		if tunnel != "" {
+			i.TunnelAddr = netip.MustParseAddr(tunnel)
+		}
+		return i
+	}
+	cc.topo.pools["a"] = poolSettings{CIDR: netip.MustParsePrefix("10.244.0.0/16"), NATOutgoing: true}
+	cc.topo.pools["b"] = poolSettings{CIDR: netip.MustParsePrefix("10.99.0.0/16")}
+	cc.topo.pools["c"] = poolSettings{CIDR: netip.MustParsePrefix("10.98.0.0/16"), NATOutgoing: true, Disabled: true}
+	cc.topo.nodes["n2"] = nodeInfo{Name: "n2", V4: v("10.90.1.12", "10.244.2.0"), V6: v("fd42:90:1::12", "")}
+	cc.topo.self = nodeInfo{Name: "self", V4: v("10.90.1.11", "")}
+
+	render := func(c datapath.NATConfig) string {
+		slices.SortFunc(c.AllPools, netip.Prefix.Compare)
+		slices.SortFunc(c.NodeAddrs, netip.Addr.Compare)
+		return fmt.Sprintf("masq %v pools %v nodes %v port %d", c.Masquerade, c.AllPools, c.NodeAddrs, c.TunnelPort)
+	}
+	if got, want := render(cc.natConfig()),
+		"masq [10.244.0.0/16] pools [10.98.0.0/16 10.99.0.0/16 10.244.0.0/16] nodes [10.90.1.12 fd42:90:1::12] port 0"; got != want {
+		t.Errorf("no VXLAN device yet:\n got %s\nwant %s", got, want)
+	}
+	cc.topo.self.V4.TunnelAddr = netip.MustParseAddr("10.244.1.0")
+	if got, want := render(cc.natConfig()),
+		"masq [10.244.0.0/16] pools [10.98.0.0/16 10.99.0.0/16 10.244.0.0/16] nodes [10.90.1.12 fd42:90:1::12] port 8472"; got != want {
+		t.Errorf("with a VXLAN device:\n got %s\nwant %s", got, want)
 	}
 }

@@ -29,9 +29,12 @@ import (
 //	  }
 //	}
 //
+// and, with a TunnelPort, the chains of addTunnelNotrack.
+//
 // Applying the same cfg again leaves the same ruleset (connections already
-// masqueraded keep their conntrack mapping). With no Masquerade pools, the
-// table is removed (unless flow tracking keeps it, see EnableFlowTracking).
+// masqueraded keep their conntrack mapping). With no Masquerade pools and no
+// tunnel, the table is removed (unless flow tracking keeps it, see
+// EnableFlowTracking).
 func (d *Datapath) SetNAT(ctx context.Context, cfg NATConfig) error {
 	if err := d.setNAT(ctx, cfg); err != nil {
 		return fmt.Errorf("set nat (nftables table inet %s): %w", NATTable, err)
@@ -65,17 +68,43 @@ func (d *Datapath) setNAT(ctx context.Context, cfg NATConfig) error {
 		nodes[familyIndex(a)] = append(nodes[familyIndex(a)], netip.PrefixFrom(a, a.BitLen()))
 	}
 
+	tunnel := cfg.TunnelPort != 0 && len(nodes[0])+len(nodes[1]) > 0
 	return d.nftTransaction(func(c *nftables.Conn) error {
 		t := &nftables.Table{Name: NATTable, Family: nftables.TableFamilyINet}
 		// Adding first makes the deletion valid when the table does not exist.
 		c.AddTable(t)
 		c.DelTable(t)
+		if !d.flowTracking && !tunnel && len(masq[0])+len(masq[1]) == 0 {
+			return nil
+		}
+		c.AddTable(t)
 		if d.flowTracking {
-			c.AddTable(t)
 			addFlowTrackChain(c, t)
 		}
+		// Sets, by family, with explicit IDs (the library's own counter is
+		// a package global): masq 1, pools 2, nodes 3 (IPv6: 4, 5, 6).
+		setID := func(fi, i int) uint32 { return uint32(fi*3 + i + 1) }
+		for fi, f := range natFamilies() {
+			sets := []struct {
+				name  string
+				elems []netip.Prefix
+				need  bool
+			}{
+				{"masq" + f.suffix, masq[fi], len(masq[fi]) > 0},
+				{"pools" + f.suffix, pools[fi], len(masq[fi]) > 0},
+				{"nodes" + f.suffix, nodes[fi], len(masq[fi]) > 0 || (tunnel && len(nodes[fi]) > 0)},
+			}
+			for i, s := range sets {
+				if !s.need {
+					continue
+				}
+				set := &nftables.Set{Table: t, ID: setID(fi, i), Name: s.name, KeyType: f.keyType, Interval: true}
+				if err := c.AddSet(set, intervalElements(s.elems)); err != nil {
+					return fmt.Errorf("set %s: %w", s.name, err)
+				}
+			}
+		}
 		if len(masq[0])+len(masq[1]) > 0 {
-			c.AddTable(t)
 			chain := c.AddChain(&nftables.Chain{
 				Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
 				Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
@@ -84,34 +113,93 @@ func (d *Datapath) setNAT(ctx context.Context, cfg NATConfig) error {
 				if len(masq[fi]) == 0 {
 					continue
 				}
-				var ids [3]uint32
-				for i, s := range []struct {
-					name  string
-					elems []netip.Prefix
-				}{{"masq" + f.suffix, masq[fi]}, {"pools" + f.suffix, pools[fi]}, {"nodes" + f.suffix, nodes[fi]}} {
-					// Explicit IDs: the library's own counter is a package global.
-					ids[i] = uint32(fi*3 + i + 1)
-					set := &nftables.Set{Table: t, ID: ids[i], Name: s.name, KeyType: f.keyType, Interval: true}
-					if err := c.AddSet(set, intervalElements(s.elems)); err != nil {
-						return fmt.Errorf("set %s: %w", s.name, err)
-					}
-				}
 				c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: []expr.Any{
 					&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.nfproto}},
 					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddr, Len: f.addrLen},
-					&expr.Lookup{SourceRegister: 1, SetName: "masq" + f.suffix, SetID: ids[0]},
+					&expr.Lookup{SourceRegister: 1, SetName: "masq" + f.suffix, SetID: setID(fi, 0)},
 					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddr, Len: f.addrLen},
-					&expr.Lookup{SourceRegister: 1, SetName: "pools" + f.suffix, SetID: ids[1], Invert: true},
-					&expr.Lookup{SourceRegister: 1, SetName: "nodes" + f.suffix, SetID: ids[2], Invert: true},
+					&expr.Lookup{SourceRegister: 1, SetName: "pools" + f.suffix, SetID: setID(fi, 1), Invert: true},
+					&expr.Lookup{SourceRegister: 1, SetName: "nodes" + f.suffix, SetID: setID(fi, 2), Invert: true},
 					&expr.Counter{},
 					&expr.Masq{FullyRandom: true},
 				}})
 			}
 		}
-		d.log.Debug("applying outgoing nat", "masquerade", cfg.Masquerade, "pools", cfg.AllPools, "node_addrs", len(cfg.NodeAddrs))
+		if tunnel {
+			addTunnelNotrack(c, t, cfg.TunnelPort, nodes, func(fi int) uint32 { return setID(fi, 2) })
+		}
+		d.log.Debug("applying outgoing nat", "masquerade", cfg.Masquerade, "pools", cfg.AllPools,
+			"node_addrs", len(cfg.NodeAddrs), "tunnel_port", cfg.TunnelPort)
 		return nil
 	})
+}
+
+// TunnelInChain and TunnelOutChain are the chains of table inet NATTable
+// that keep the overlay's outer packets out of conntrack.
+const (
+	TunnelInChain  = "tunnel-in"
+	TunnelOutChain = "tunnel-out"
+)
+
+// addTunnelNotrack queues the chains that exempt the overlay's outer packets
+// from conntrack, for each family with node addresses:
+//
+//	chain tunnel-in {
+//	  type filter hook prerouting priority raw; policy accept;
+//	  ip saddr @nodes4 udp dport 4789 fib daddr type local counter notrack
+//	}
+//	chain tunnel-out {
+//	  type filter hook output priority raw; policy accept;
+//	  ip daddr @nodes4 udp dport 4789 counter notrack
+//	}
+//
+// Raw priority runs before conntrack looks at the packet. Only packets to
+// the port between node addresses match, and incoming ones only when this
+// node is their destination: forwarded traffic and Service traffic (whose
+// destination is a Service address until kube-proxy's DNAT, which runs
+// after raw) stay tracked.
+func addTunnelNotrack(c *nftables.Conn, t *nftables.Table, port uint16, nodes [2][]netip.Prefix, nodesSet func(fi int) uint32) {
+	policy := nftables.ChainPolicyAccept
+	in := c.AddChain(&nftables.Chain{
+		Name: TunnelInChain, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw, Policy: &policy,
+	})
+	out := c.AddChain(&nftables.Chain{
+		Name: TunnelOutChain, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRaw, Policy: &policy,
+	})
+	udpDport := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+	}
+	for fi, f := range natFamilies() {
+		if len(nodes[fi]) == 0 {
+			continue
+		}
+		for _, dir := range []struct {
+			chain  *nftables.Chain
+			offset uint32 // the peer's address: source in, destination out
+			local  bool   // also require a local destination
+		}{{in, f.saddr, true}, {out, f.daddr, false}} {
+			exprs := []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.nfproto}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: dir.offset, Len: f.addrLen},
+				&expr.Lookup{SourceRegister: 1, SetName: "nodes" + f.suffix, SetID: nodesSet(fi)},
+			}
+			exprs = append(exprs, udpDport...)
+			if dir.local {
+				exprs = append(exprs,
+					&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)})
+			}
+			exprs = append(exprs, &expr.Counter{}, &expr.Notrack{})
+			c.AddRule(&nftables.Rule{Table: t, Chain: dir.chain, Exprs: exprs})
+		}
+	}
 }
 
 // nftTransaction runs build on an nftables connection at the node's

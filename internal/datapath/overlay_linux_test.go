@@ -239,6 +239,96 @@ func TestOverlayVXLAN(t *testing.T) {
 	})
 }
 
+// TestTunnelNotrack: with SetNAT's TunnelPort, the overlay's outer packets
+// between the nodes leave no conntrack entry on either node while the pods'
+// own connections are still tracked; without it (the control) they do.
+func TestTunnelNotrack(t *testing.T) {
+	nodes := newOvCluster(t, "n1:1:1", "n3:2:3")
+	n1, n3 := nodes[0], nodes[1]
+	meshUp(t, nodes, always)
+	nat := NATConfig{
+		Masquerade: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd42:244::/48")},
+		AllPools:   []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd42:244::/48")},
+		NodeAddrs:  []netip.Addr{n1.v4, n1.v6, n3.v4, n3.v6},
+	}
+	ctx := context.Background()
+	// conntrackCount is the number of entries of proto matching args on n.
+	conntrackCount := func(t *testing.T, n *ovNode, fam int, proto string, args ...string) int {
+		t.Helper()
+		argv := append([]string{"conntrack", "-L", "-f", map[int]string{4: "ipv4", 6: "ipv6"}[fam], "-p", proto}, args...)
+		out, err := n.ns.Run(argv...)
+		if err != nil && !strings.Contains(out, "0 flow entries") {
+			t.Fatalf("%v: %v\n%s", argv, err, out)
+		}
+		return strings.Count(out, proto+" ")
+	}
+	run := func(t *testing.T, tunnelPort uint16) (outer, inner [2][2]int) { // [node][family]
+		t.Helper()
+		nat := nat
+		nat.TunnelPort = tunnelPort
+		for _, n := range nodes {
+			if err := n.dp.SetNAT(ctx, nat); err != nil {
+				t.Fatal(err)
+			}
+			n.ns.MustRun(t, "conntrack", "-F")
+		}
+		if vx4, vx6 := podToPod(t, n1, n3); vx4.tx < 6 || vx6.tx < 6 {
+			t.Fatalf("VXLAN counters barely moved (v4 %+v, v6 %+v)", vx4, vx6)
+		}
+		for i, n := range nodes {
+			for j, fam := range []int{4, 6} {
+				outer[i][j] = conntrackCount(t, n, fam, "udp", "--dport", "4789")
+				inner[i][j] = conntrackCount(t, n, fam, "tcp", "--src", n1.block(fam).String())
+			}
+		}
+		return outer, inner
+	}
+
+	t.Run("control: tracked without TunnelPort", func(t *testing.T) {
+		outer, inner := run(t, 0)
+		for i, n := range nodes {
+			for j, fam := range []int{4, 6} {
+				if outer[i][j] == 0 || inner[i][j] == 0 {
+					t.Errorf("%s IPv%d: %d outer and %d pod entries, want both > 0", n.name, fam, outer[i][j], inner[i][j])
+				}
+			}
+		}
+	})
+	t.Run("outer packets untracked with TunnelPort", func(t *testing.T) {
+		outer, inner := run(t, DefaultVXLANPort)
+		for i, n := range nodes {
+			for j, fam := range []int{4, 6} {
+				if outer[i][j] != 0 || inner[i][j] == 0 {
+					t.Errorf("%s IPv%d: %d outer and %d pod entries, want 0 and > 0", n.name, fam, outer[i][j], inner[i][j])
+				}
+			}
+		}
+		ruleset := n1.ns.MustRun(t, "nft", "list", "table", "inet", NATTable)
+		t.Logf("%s", ruleset)
+		contains(t, ruleset, true,
+			"chain "+TunnelInChain+" {", "chain "+TunnelOutChain+" {",
+			"type filter hook prerouting priority raw; policy accept;",
+			"type filter hook output priority raw; policy accept;",
+			"ip saddr @nodes4 udp dport 4789 fib daddr type local counter packets",
+			"ip6 saddr @nodes6 udp dport 4789 fib daddr type local counter packets",
+			"ip daddr @nodes4 udp dport 4789 counter packets", "ip6 daddr @nodes6 udp dport 4789 counter packets",
+			"notrack")
+		for _, l := range strings.Split(ruleset, "\n") {
+			if strings.Contains(l, "notrack") && strings.Contains(l, "counter packets 0 ") {
+				t.Errorf("a notrack rule never matched: %s", strings.TrimSpace(l))
+			}
+		}
+	})
+	t.Run("tunnel only keeps the table", func(t *testing.T) {
+		if err := n1.dp.SetNAT(ctx, NATConfig{NodeAddrs: nat.NodeAddrs, TunnelPort: DefaultVXLANPort}); err != nil {
+			t.Fatal(err)
+		}
+		ruleset := n1.ns.MustRun(t, "nft", "list", "table", "inet", NATTable)
+		contains(t, ruleset, true, "chain "+TunnelInChain+" {", "set nodes4 {", "set nodes6 {")
+		contains(t, ruleset, false, "masquerade", "set masq4", "set pools4")
+	})
+}
+
 // listenRemote accepts one connection on ip inside n, reports the peer's
 // address on got and echoes.
 func listenRemote(t *testing.T, n *testutil.NS, ip netip.Addr, got chan<- string) string {

@@ -81,11 +81,14 @@ func BenchmarkThroughput(b *testing.B) {
 	rounds := envInt(b, "STRAIT_BENCH_ROUNDS", 9)
 	secs := envInt(b, "STRAIT_BENCH_SECONDS", 3)
 	nativeMTU := envInt(b, "STRAIT_BENCH_NATIVE_MTU", tpPodMTU)
+	// STRAIT_BENCH_TUNNEL_CONNTRACK=1: the VXLAN devices' outer packets are
+	// tracked, as before SetNAT's TunnelPort (for comparison).
+	tunnelNotrack := envInt(b, "STRAIT_BENCH_TUNNEL_CONNTRACK", 0) == 0
 	nodeToNode := plainNodes(b)
 	cases := []tpCase{
 		sameNodeCase(b),
-		crossNodeCase(b, true, nodeToNode, tpPodMTU),
-		crossNodeCase(b, false, nodeToNode, nativeMTU),
+		crossNodeCase(b, true, nodeToNode, tpPodMTU, tunnelNotrack),
+		crossNodeCase(b, false, nodeToNode, nativeMTU, tunnelNotrack),
 	}
 	// ratios[i][k]: per-round ratios of case i's path k to its baseline.
 	ratios := make([][tpPaths][]float64, len(cases))
@@ -159,7 +162,7 @@ func sameNodeCase(b *testing.B) tpCase {
 	startIperfServer(b, z)
 
 	_, dp := tpNode(b, "tp-node")
-	setNATAsAgent(b, dp, nil)
+	setNATAsAgent(b, dp, nil, false)
 	p1 := tpPod(b, dp, "10.244.1.2", tpPodMTU)
 	p2 := tpPod(b, dp, "10.244.1.3", tpPodMTU)
 	startIperfServer(b, p2)
@@ -277,7 +280,7 @@ func tpUplink(b *testing.B, node, br *testutil.NS, i int, ip string) {
 // one pod on each; the remote pod block is routed through VXLAN (encap) or
 // natively via the other node's address (CrossSubnet, same subnet). The
 // baseline is node -> node over the same kind of links (plainNodes).
-func crossNodeCase(b *testing.B, encap bool, base tpPath, podMTU int) tpCase {
+func crossNodeCase(b *testing.B, encap bool, base tpPath, podMTU int, tunnelNotrack bool) tpCase {
 	br := tpBridge(b)
 	type side struct {
 		ns    *testutil.NS
@@ -298,7 +301,7 @@ func crossNodeCase(b *testing.B, encap bool, base tpPath, podMTU int) tpCase {
 		if err := s.dp.EnsureVTEPs(context.Background(), []VTEPConfig{vtep}); err != nil {
 			b.Fatal(err)
 		}
-		setNATAsAgent(b, s.dp, []netip.Addr{sides[0].ip, sides[1].ip})
+		setNATAsAgent(b, s.dp, []netip.Addr{sides[0].ip, sides[1].ip}, tunnelNotrack)
 		s.pod = tpPod(b, s.dp, s.block.Addr().Next().Next().String(), podMTU)
 	}
 	for i, s := range sides {
@@ -375,10 +378,14 @@ func tpPod(b *testing.B, dp *Datapath, addr string, mtu int) *testutil.NS {
 }
 
 // setNATAsAgent installs the outgoing NAT the agent installs for the
-// default pool (natOutgoing on).
-func setNATAsAgent(b *testing.B, dp *Datapath, nodes []netip.Addr) {
+// default pool (natOutgoing on), with the conntrack exemption of the VXLAN
+// devices' outer packets when the node has them (tunnel).
+func setNATAsAgent(b *testing.B, dp *Datapath, nodes []netip.Addr, tunnel bool) {
 	pool := netip.MustParsePrefix(tpPool)
 	cfg := NATConfig{Masquerade: []netip.Prefix{pool}, AllPools: []netip.Prefix{pool}, NodeAddrs: nodes}
+	if tunnel {
+		cfg.TunnelPort = DefaultVXLANPort
+	}
 	if err := dp.SetNAT(context.Background(), cfg); err != nil {
 		b.Fatal(err)
 	}
