@@ -294,6 +294,7 @@ func TestLabThreeNodes(t *testing.T) {
 		t.Fatalf("cross-subnet traffic n1 -> n2 not encapsulated: strait.vxlan4 tx +%d", d)
 	}
 	ping(podIPs["n2"][1])
+	tunnelUntracked(t, e, podIPs["n2"][0])
 
 	// Agent kill -9 on both ends under continuous cross-node traffic: no
 	// packet lost (the kernel keeps forwarding; the restarted agents adopt
@@ -532,4 +533,21 @@ func inNodeBlock(blocks, node, ip string) bool {
 		}
 	}
 	return false
+}
+
+// tunnelUntracked: n1's agent exempts the VXLAN devices' outer packets from
+// conntrack (its tunnel-out rule counted them, conntrack holds none), while
+// the encapsulated pings to podIP are still tracked.
+func tunnelUntracked(t *testing.T, e *labEnv, podIP string) {
+	t.Helper()
+	if out := e.mustRun("exec", "n1", "--", "conntrack", "-L", "-p", "udp", "--dport", "4789"); strings.Contains(out, "udp ") {
+		t.Fatalf("outer VXLAN packets tracked on n1:\n%s", out)
+	}
+	chain := e.mustRun("exec", "n1", "--", "nft", "list", "chain", "inet", "strait", "tunnel-out")
+	if !regexp.MustCompile(`udp dport 4789 counter packets [1-9]`).MatchString(chain) {
+		t.Fatalf("n1's tunnel-out rule counted no packet:\n%s", chain)
+	}
+	if out := e.mustRun("exec", "n1", "--", "conntrack", "-L", "-p", "icmp", "--dst", podIP); !strings.Contains(out, "icmp ") {
+		t.Fatalf("the pings to %s are not tracked on n1:\n%s", podIP, out)
+	}
 }
