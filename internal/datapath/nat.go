@@ -22,7 +22,8 @@ type NATConfig struct {
 	// (0: the node has none). The outer packets of the overlay, UDP to this
 	// port between this node and NodeAddrs, then bypass conntrack: they are
 	// never NATed, and tracking them cost every encapsulated packet two
-	// more conntrack passes and the node one conntrack entry per peer and
-	// source port. The pods' own (inner) packets are tracked as before.
+	// more conntrack passes and both nodes a second entry for every pod
+	// connection across the overlay (the outer source port hashes the inner
+	// flow). The pods' own (inner) packets are tracked as before.
 	TunnelPort uint16
 }

@@ -68,22 +68,20 @@ func (d *Datapath) setNAT(ctx context.Context, cfg NATConfig) error {
 		nodes[familyIndex(a)] = append(nodes[familyIndex(a)], netip.PrefixFrom(a, a.BitLen()))
 	}
 
+	anyMasq := len(masq[0])+len(masq[1]) > 0
 	tunnel := cfg.TunnelPort != 0 && len(nodes[0])+len(nodes[1]) > 0
 	return d.nftTransaction(func(c *nftables.Conn) error {
 		t := &nftables.Table{Name: NATTable, Family: nftables.TableFamilyINet}
 		// Adding first makes the deletion valid when the table does not exist.
 		c.AddTable(t)
 		c.DelTable(t)
-		if !d.flowTracking && !tunnel && len(masq[0])+len(masq[1]) == 0 {
+		if !d.flowTracking && !tunnel && !anyMasq {
 			return nil
 		}
 		c.AddTable(t)
 		if d.flowTracking {
 			addFlowTrackChain(c, t)
 		}
-		// Sets, by family, with explicit IDs (the library's own counter is
-		// a package global): masq 1, pools 2, nodes 3 (IPv6: 4, 5, 6).
-		setID := func(fi, i int) uint32 { return uint32(fi*3 + i + 1) }
 		for fi, f := range natFamilies() {
 			sets := []struct {
 				name  string
@@ -98,13 +96,13 @@ func (d *Datapath) setNAT(ctx context.Context, cfg NATConfig) error {
 				if !s.need {
 					continue
 				}
-				set := &nftables.Set{Table: t, ID: setID(fi, i), Name: s.name, KeyType: f.keyType, Interval: true}
+				set := &nftables.Set{Table: t, ID: natSetID(fi, i), Name: s.name, KeyType: f.keyType, Interval: true}
 				if err := c.AddSet(set, intervalElements(s.elems)); err != nil {
 					return fmt.Errorf("set %s: %w", s.name, err)
 				}
 			}
 		}
-		if len(masq[0])+len(masq[1]) > 0 {
+		if anyMasq {
 			chain := c.AddChain(&nftables.Chain{
 				Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
 				Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
@@ -117,23 +115,28 @@ func (d *Datapath) setNAT(ctx context.Context, cfg NATConfig) error {
 					&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.nfproto}},
 					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddr, Len: f.addrLen},
-					&expr.Lookup{SourceRegister: 1, SetName: "masq" + f.suffix, SetID: setID(fi, 0)},
+					&expr.Lookup{SourceRegister: 1, SetName: "masq" + f.suffix, SetID: natSetID(fi, 0)},
 					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddr, Len: f.addrLen},
-					&expr.Lookup{SourceRegister: 1, SetName: "pools" + f.suffix, SetID: setID(fi, 1), Invert: true},
-					&expr.Lookup{SourceRegister: 1, SetName: "nodes" + f.suffix, SetID: setID(fi, 2), Invert: true},
+					&expr.Lookup{SourceRegister: 1, SetName: "pools" + f.suffix, SetID: natSetID(fi, 1), Invert: true},
+					&expr.Lookup{SourceRegister: 1, SetName: "nodes" + f.suffix, SetID: natSetID(fi, 2), Invert: true},
 					&expr.Counter{},
 					&expr.Masq{FullyRandom: true},
 				}})
 			}
 		}
 		if tunnel {
-			addTunnelNotrack(c, t, cfg.TunnelPort, nodes, func(fi int) uint32 { return setID(fi, 2) })
+			addTunnelNotrack(c, t, cfg.TunnelPort, nodes)
 		}
 		d.log.Debug("applying outgoing nat", "masquerade", cfg.Masquerade, "pools", cfg.AllPools,
 			"node_addrs", len(cfg.NodeAddrs), "tunnel_port", cfg.TunnelPort)
 		return nil
 	})
 }
+
+// natSetID is the explicit ID of set i (0 masq, 1 pools, 2 nodes) of family
+// index fi: 1-3 for IPv4, 4-6 for IPv6 (the library's own counter is a
+// package global).
+func natSetID(fi, i int) uint32 { return uint32(fi*3 + i + 1) }
 
 // TunnelInChain and TunnelOutChain are the chains of table inet NATTable
 // that keep the overlay's outer packets out of conntrack.
@@ -159,7 +162,7 @@ const (
 // node is their destination: forwarded traffic and Service traffic (whose
 // destination is a Service address until kube-proxy's DNAT, which runs
 // after raw) stay tracked.
-func addTunnelNotrack(c *nftables.Conn, t *nftables.Table, port uint16, nodes [2][]netip.Prefix, nodesSet func(fi int) uint32) {
+func addTunnelNotrack(c *nftables.Conn, t *nftables.Table, port uint16, nodes [2][]netip.Prefix) {
 	policy := nftables.ChainPolicyAccept
 	in := c.AddChain(&nftables.Chain{
 		Name: TunnelInChain, Table: t, Type: nftables.ChainTypeFilter,
@@ -188,7 +191,7 @@ func addTunnelNotrack(c *nftables.Conn, t *nftables.Table, port uint16, nodes [2
 				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.nfproto}},
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: dir.offset, Len: f.addrLen},
-				&expr.Lookup{SourceRegister: 1, SetName: "nodes" + f.suffix, SetID: nodesSet(fi)},
+				&expr.Lookup{SourceRegister: 1, SetName: "nodes" + f.suffix, SetID: natSetID(fi, 2)},
 			}
 			exprs = append(exprs, udpDport...)
 			if dir.local {
