@@ -512,9 +512,10 @@ func (cc *clusterController) natConfig() datapath.NATConfig {
 		}
 	}
 	// The node has a VXLAN device when it has a tunnel address (see
-	// start): its outer packets to and from the nodes skip conntrack.
+	// start): its outer packets to and from the nodes skip conntrack unless
+	// the config keeps them tracked.
 	for _, v := range []*vtepInfo{t.self.V4, t.self.V6} {
-		if v != nil && v.TunnelAddr.IsValid() {
+		if v != nil && v.TunnelAddr.IsValid() && !cc.cfg.VXLAN.TrackOuterPackets {
 			cfg.TunnelPort = uint16(cc.cfg.VXLAN.Port)
 		}
 	}

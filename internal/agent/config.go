@@ -92,6 +92,12 @@ type VXLANConfig struct {
 	VNIv4 int `json:"vniV4,omitempty"`
 	VNIv6 int `json:"vniV6,omitempty"`
 	Port  int `json:"port,omitempty"`
+	// TrackOuterPackets keeps the devices' outer UDP packets in conntrack.
+	// By default they skip it (nothing NATs them, and each pod connection
+	// across the overlay would cost both nodes a second entry); a host
+	// firewall that accepts the VXLAN port only as "ct state new" needs
+	// this, or a rule that accepts "ct state untracked".
+	TrackOuterPackets bool `json:"trackOuterPackets,omitempty"`
 }
 
 // Duration is a time.Duration written as "10s" in the config file.

@@ -121,4 +121,9 @@ func TestNATConfig(t *testing.T) {
 		"masq [10.244.0.0/16] pools [10.98.0.0/16 10.99.0.0/16 10.244.0.0/16] nodes [10.90.1.12 fd42:90:1::12] port 8472"; got != want {
 		t.Errorf("with a VXLAN device:\n got %s\nwant %s", got, want)
 	}
+	cc.cfg.VXLAN.TrackOuterPackets = true
+	if got, want := render(cc.natConfig()),
+		"masq [10.244.0.0/16] pools [10.98.0.0/16 10.99.0.0/16 10.244.0.0/16] nodes [10.90.1.12 fd42:90:1::12] port 0"; got != want {
+		t.Errorf("with a VXLAN device, outer packets tracked by config:\n got %s\nwant %s", got, want)
+	}
 }

@@ -284,25 +284,27 @@ func TestTunnelNotrack(t *testing.T) {
 		return outer, inner
 	}
 
-	t.Run("control: tracked without TunnelPort", func(t *testing.T) {
-		outer, inner := run(t, 0)
+	// expect checks the entries after traffic with tunnelPort: the pods'
+	// connections tracked on both nodes, their outer packets only when
+	// outerTracked.
+	expect := func(t *testing.T, tunnelPort uint16, outerTracked bool) {
+		t.Helper()
+		outer, inner := run(t, tunnelPort)
 		for i, n := range nodes {
 			for j, fam := range []int{4, 6} {
-				if outer[i][j] == 0 || inner[i][j] == 0 {
-					t.Errorf("%s IPv%d: %d outer and %d pod entries, want both > 0", n.name, fam, outer[i][j], inner[i][j])
+				if (outer[i][j] > 0) != outerTracked || inner[i][j] == 0 {
+					t.Errorf("%s IPv%d: %d outer and %d pod entries, want outer tracked %v and pod entries > 0",
+						n.name, fam, outer[i][j], inner[i][j], outerTracked)
 				}
 			}
 		}
+	}
+
+	t.Run("control: tracked without TunnelPort", func(t *testing.T) {
+		expect(t, 0, true)
 	})
 	t.Run("outer packets untracked with TunnelPort", func(t *testing.T) {
-		outer, inner := run(t, DefaultVXLANPort)
-		for i, n := range nodes {
-			for j, fam := range []int{4, 6} {
-				if outer[i][j] != 0 || inner[i][j] == 0 {
-					t.Errorf("%s IPv%d: %d outer and %d pod entries, want 0 and > 0", n.name, fam, outer[i][j], inner[i][j])
-				}
-			}
-		}
+		expect(t, DefaultVXLANPort, false)
 		ruleset := n1.ns.MustRun(t, "nft", "list", "table", "inet", NATTable)
 		t.Logf("%s", ruleset)
 		contains(t, ruleset, true,
@@ -318,6 +320,11 @@ func TestTunnelNotrack(t *testing.T) {
 				t.Errorf("a notrack rule never matched: %s", strings.TrimSpace(l))
 			}
 		}
+	})
+	t.Run("tracked again once TunnelPort is dropped", func(t *testing.T) {
+		// What an agent restarted with vxlan.trackOuterPackets does.
+		expect(t, 0, true)
+		contains(t, n1.ns.MustRun(t, "nft", "list", "table", "inet", NATTable), false, TunnelInChain, TunnelOutChain, "notrack")
 	})
 	t.Run("tunnel only keeps the table", func(t *testing.T) {
 		if err := n1.dp.SetNAT(ctx, NATConfig{NodeAddrs: nat.NodeAddrs, TunnelPort: DefaultVXLANPort}); err != nil {

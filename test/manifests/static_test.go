@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/strait-net/strait/api/v1alpha1"
+	"github.com/strait-net/strait/internal/agent"
 )
 
 // installObjects decodes deploy/strait.yaml strictly (an unknown or
@@ -283,6 +284,16 @@ func TestConfigMapPools(t *testing.T) {
 	}
 	if err := yaml.Unmarshal([]byte(o.configMap.Data["agent.yaml"]), &cfg); err != nil {
 		t.Fatalf("agent.yaml: %v", err)
+	}
+	// The agent's own loader is strict: a misspelt key in the shipped
+	// ConfigMap would stop every agent at start.
+	path := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(path, []byte(o.configMap.Data["agent.yaml"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NODE_NAME", "manifest-check")
+	if _, err := agent.LoadConfig(path); err != nil {
+		t.Errorf("the agent rejects its ConfigMap: %v", err)
 	}
 	if cfg.IPAMMode != "blocks" || len(cfg.DefaultIPPools) == 0 {
 		t.Fatalf("agent.yaml: ipamMode %q, %d default pools", cfg.IPAMMode, len(cfg.DefaultIPPools))
