@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -84,6 +85,13 @@ func BenchmarkThroughput(b *testing.B) {
 	// STRAIT_BENCH_TUNNEL_CONNTRACK=1: the VXLAN devices' outer packets are
 	// tracked, as before SetNAT's TunnelPort (for comparison).
 	tunnelNotrack := envInt(b, "STRAIT_BENCH_TUNNEL_CONNTRACK", 0) == 0
+	// STRAIT_BENCH_WINDOW=8M: every path's iperf3 runs with that fixed
+	// socket buffer (-w) instead of the kernel's autotuning (a diagnosis:
+	// the default measurement is the headline).
+	window := os.Getenv("STRAIT_BENCH_WINDOW")
+	if window != "" && !regexp.MustCompile(`^[0-9]+[KMG]?$`).MatchString(window) {
+		b.Fatalf("STRAIT_BENCH_WINDOW=%q: want a size such as 8M", window)
+	}
 	nodeToNode := plainNodes(b)
 	cases := []tpCase{
 		sameNodeCase(b),
@@ -103,7 +111,7 @@ func BenchmarkThroughput(b *testing.B) {
 			var got [tpPaths]float64
 			for j := range n { // rotate the order from round to round
 				k := (j + r) % n
-				got[k] = iperf(b, paths[k], secs)
+				got[k] = iperf(b, paths[k], secs, window)
 				gbps[i][k] = append(gbps[i][k], got[k])
 			}
 			for k := range n {
@@ -138,7 +146,11 @@ func BenchmarkThroughput(b *testing.B) {
 			b.ReportMetric(median(sn), c.name+"-same-nodes-ratio")
 		}
 	}
-	fmt.Printf("iperf3 TCP, 1 stream, %d interleaved rounds of %d s, medians of per-round ratios:%s%s", rounds, secs, table.String(), same.String())
+	win := "autotuned socket buffers"
+	if window != "" {
+		win = "socket buffers fixed at " + window
+	}
+	fmt.Printf("iperf3 TCP, 1 stream, %s, %d interleaved rounds of %d s, medians of per-round ratios:%s%s", win, rounds, secs, table.String(), same.String())
 }
 
 // perRound divides two series of per-round ratios round by round.
@@ -395,15 +407,19 @@ func startIperfServer(b *testing.B, n *testutil.NS) {
 	testutil.StartProcess(b, n.Name, tpPrio("iperf3", "-s")...)
 }
 
-// iperf runs one client for secs seconds (after one omitted second) and
-// returns the received throughput in Gbit/s; it waits for the server to
-// listen on first use.
-func iperf(b *testing.B, p tpPath, secs int) float64 {
+// iperf runs one client for secs seconds (after one omitted second), with
+// a fixed socket buffer when window is set, and returns the received
+// throughput in Gbit/s; it waits for the server to listen on first use.
+func iperf(b *testing.B, p tpPath, secs int, window string) float64 {
 	var out string
 	var err error
+	argv := []string{"iperf3", "-c", p.server, "-t", strconv.Itoa(secs), "-O", "1", "-J"}
+	if window != "" {
+		argv = append(argv, "-w", window)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		out, err = p.client.Run(tpPrio("iperf3", "-c", p.server, "-t", strconv.Itoa(secs), "-O", "1", "-J")...)
+		out, err = p.client.Run(tpPrio(argv...)...)
 		if err == nil || time.Now().After(deadline) || !strings.Contains(out, "Connection refused") {
 			break
 		}
