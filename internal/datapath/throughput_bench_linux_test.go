@@ -57,12 +57,16 @@ type tpPath struct {
 // path is VXLAN): the kernel's own cost of the route Strait takes. A
 // cross-node case also measures node -> node on Strait's own two nodes
 // (host network, the same links and the same nftables tables the pods'
-// traffic meets): the "node-to-node over the same links".
+// traffic meets): the "node-to-node over the same links". The
+// VXLAN case also measures node -> node through Strait's VXLAN devices
+// (node1 to node2's tunnel address): what the kernel's VXLAN gives with no
+// pod, veth or forwarding hop at all, the ceiling of any VXLAN overlay on
+// these links.
 type tpCase struct {
-	name                        string
-	base, kernel, strait, nodes tpPath
-	target                      float64
-	baseName, desc              string
+	name                                string
+	base, kernel, strait, nodes, tunnel tpPath
+	target                              float64
+	baseName, desc                      string
 	// check verifies after the rounds that the traffic took the intended
 	// path (nil: nothing to check).
 	check func(b *testing.B)
@@ -74,6 +78,7 @@ const (
 	tpKernel
 	tpStrait
 	tpNodes
+	tpTunnel
 	tpPaths
 )
 
@@ -103,31 +108,36 @@ func BenchmarkThroughput(b *testing.B) {
 	gbps := make([][tpPaths][]float64, len(cases))
 	for r := 0; r < rounds; r++ {
 		for i, c := range cases {
-			paths := [tpPaths]tpPath{c.base, c.kernel, c.strait, c.nodes}
-			n := tpPaths
-			if c.nodes.client == nil {
-				n = tpNodes
+			paths := [tpPaths]tpPath{c.base, c.kernel, c.strait, c.nodes, c.tunnel}
+			var present []int
+			for k, p := range paths {
+				if p.client != nil {
+					present = append(present, k)
+				}
 			}
 			var got [tpPaths]float64
-			for j := range n { // rotate the order from round to round
-				k := (j + r) % n
+			for j := range present { // rotate the order from round to round
+				k := present[(j+r)%len(present)]
 				got[k] = iperf(b, paths[k], secs, window)
 				gbps[i][k] = append(gbps[i][k], got[k])
 			}
-			for k := range n {
+			for _, k := range present {
 				ratios[i][k] = append(ratios[i][k], got[k]/got[tpBase])
 			}
-			nodes := "    -"
-			if n == tpPaths {
-				nodes = fmt.Sprintf("%5.1f", got[tpNodes])
+			opt := func(k int) string {
+				if paths[k].client == nil {
+					return "    -"
+				}
+				return fmt.Sprintf("%5.1f", got[k])
 			}
-			fmt.Printf("round %d %-10s base %5.1f  kernel %5.1f  strait %5.1f  nodes %s Gbit/s  strait/base %.2f  kernel/base %.2f\n",
-				r+1, c.name, got[tpBase], got[tpKernel], got[tpStrait], nodes, got[tpStrait]/got[tpBase], got[tpKernel]/got[tpBase])
+			fmt.Printf("round %d %-10s base %5.1f  kernel %5.1f  strait %5.1f  nodes %s  tunnel %s Gbit/s  strait/base %.2f  kernel/base %.2f\n",
+				r+1, c.name, got[tpBase], got[tpKernel], got[tpStrait], opt(tpNodes), opt(tpTunnel), got[tpStrait]/got[tpBase], got[tpKernel]/got[tpBase])
 		}
 	}
-	var table, same strings.Builder
+	var table, same, tunnel strings.Builder
 	fmt.Fprintf(&table, "\n| path | baseline | Gbit/s: baseline / kernel / Strait | kernel / baseline | **Strait / baseline** (min-max) | Strait / kernel | target |\n|---|---|---|---|---|---|---|\n")
 	fmt.Fprintf(&same, "\n| path | Gbit/s: node -> node on Strait's nodes / Strait | **Strait / node -> node on Strait's nodes** (min-max) | that node -> node / baseline | target |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(&tunnel, "\n| path | Gbit/s: node -> node through Strait's VXLAN devices | **that / node -> node on Strait's nodes** (min-max): the kernel VXLAN's ceiling | Strait / that (min-max) |\n|---|---|---|---|\n")
 	for i, c := range cases {
 		if c.check != nil {
 			c.check(b)
@@ -145,12 +155,19 @@ func BenchmarkThroughput(b *testing.B) {
 				median(gbps[i][tpNodes]), median(gbps[i][tpStrait]), median(sn), slices.Min(sn), slices.Max(sn), median(ratios[i][tpNodes]), c.target)
 			b.ReportMetric(median(sn), c.name+"-same-nodes-ratio")
 		}
+		if c.tunnel.client != nil {
+			ceil := perRound(ratios[i][tpTunnel], ratios[i][tpNodes])
+			of := perRound(ratios[i][tpStrait], ratios[i][tpTunnel])
+			fmt.Fprintf(&tunnel, "| %s | %.1f | **%.2f** (%.2f-%.2f) | %.2f (%.2f-%.2f) |\n", c.desc, median(gbps[i][tpTunnel]),
+				median(ceil), slices.Min(ceil), slices.Max(ceil), median(of), slices.Min(of), slices.Max(of))
+			b.ReportMetric(median(ceil), c.name+"-tunnel-nodes-ratio")
+		}
 	}
 	win := "autotuned socket buffers"
 	if window != "" {
 		win = "socket buffers fixed at " + window
 	}
-	fmt.Printf("iperf3 TCP, 1 stream, %s, %d interleaved rounds of %d s, medians of per-round ratios:%s%s", win, rounds, secs, table.String(), same.String())
+	fmt.Printf("iperf3 TCP, 1 stream, %s, %d interleaved rounds of %d s, medians of per-round ratios:%s%s%s", win, rounds, secs, table.String(), same.String(), tunnel.String())
 }
 
 // perRound divides two series of per-round ratios round by round.
@@ -345,6 +362,7 @@ func crossNodeCase(b *testing.B, encap bool, base tpPath, podMTU int, tunnelNotr
 	}
 	if encap {
 		c.name, c.desc, c.target = "vxlan", "pod -> pod, other node, VXLAN", 0.90
+		c.tunnel = tpPath{client: sides[0].ns, server: sides[1].block.Addr().String()}
 		c.check = func(b *testing.B) {
 			if n := vxlanBytes(); n < 1<<30 {
 				b.Fatalf("VXLAN case: only %d bytes left through %s", n, VTEPDevice4)
