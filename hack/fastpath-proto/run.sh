@@ -10,7 +10,7 @@ set -euo pipefail
 R=${1:-9}; MODE=${2:-vxlan}
 cd "$(dirname "$0")"
 P=sfp
-NS=(br n1 n2 p1 p2)
+NS=(br n1 n2 p1 p2 p3)
 PIDS=()
 cleanup() {
 	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -51,6 +51,15 @@ table inet t {
 }
 N
 done
+# p3: a second pod on n1, for the same-node path.
+ip -n $P-n1 link add hp3 mtu 1450 address 02:00:00:00:01:03 type veth peer name eth0 mtu 1450 netns $P-p3
+ip -n $P-n1 link set hp3 up
+ip -n $P-p3 link set eth0 up
+ip -n $P-p3 addr add 10.244.1.3/32 dev eth0
+ip -n $P-p3 route add 169.254.1.1 dev eth0 scope link
+ip -n $P-p3 route add default via 169.254.1.1 dev eth0
+ip -n $P-p3 neigh add 169.254.1.1 lladdr 02:00:00:00:01:03 dev eth0 nud permanent
+ip -n $P-n1 route add 10.244.1.3/32 dev hp3
 for i in 1 2; do j=$((3 - i))
 	ip -n $P-n$i neigh add 10.244.$j.0 lladdr 02:00:00:00:00:0$j dev vx nud permanent
 	$X $P-n$i bridge fdb add 02:00:00:00:00:0$j dev vx dst 198.51.100.$j
@@ -64,10 +73,13 @@ done
 
 fastpath() { # on|off
 	for i in 1 2; do
-		for d in hp vx eth0; do $X $P-n$i tc qdisc del dev $d clsact 2>/dev/null || true; done
+		for d in hp hp3 vx eth0; do $X $P-n$i tc qdisc del dev $d clsact 2>/dev/null || true; done
 		[ "$1" = on ] || continue
-		$X $P-n$i tc qdisc add dev hp clsact
-		$X $P-n$i tc filter add dev hp ingress bpf da obj "$OBJ" program from_pod
+		pods=(hp); [ $i = 1 ] && pods+=(hp3)
+		for d in "${pods[@]}"; do
+			$X $P-n$i tc qdisc add dev $d clsact
+			$X $P-n$i tc filter add dev $d ingress bpf da obj "$OBJ" program from_pod
+		done
 		for d in vx eth0; do
 			$X $P-n$i tc qdisc add dev $d clsact
 			$X $P-n$i tc filter add dev $d ingress bpf da obj "$OBJ" program to_pod
@@ -79,16 +91,18 @@ iperf() { # ns server -> Gbit/s
 	setsid sh -c 'echo -20 > /proc/self/autogroup && exec nice -n -20 "$@"' sh $X "$1" iperf3 -c "$2" -t 3 -O 1 -J |
 		python3 -c 'import json, sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))'
 }
-for n in n2 p2; do $X $P-$n iperf3 -s >/dev/null & PIDS+=($!); done
+for n in n2 p2 p3; do $X $P-$n iperf3 -s >/dev/null & PIDS+=($!); done
 sleep 0.5
 # Warm-up through the stack: resolves the neighbours the fib lookups need
 # (until then the program leaves packets to the stack).
 iperf $P-p1 10.244.2.2 >/dev/null
+iperf $P-p1 10.244.1.3 >/dev/null
 
 # The fast path must carry the pods' traffic: no forwarded datagram on either node.
 fastpath on
 f1=$(forwarded n1); f2=$(forwarded n2)
 iperf $P-p1 10.244.2.2 >/dev/null
+iperf $P-p1 10.244.1.3 >/dev/null
 [ "$(forwarded n1)" = "$f1" ] && [ "$(forwarded n2)" = "$f2" ] || { echo "fast path not taken: nodes forwarded datagrams" >&2; exit 1; }
 # A Service's connection (kube-proxy's DNAT on n1, here one nft rule) stays
 # with the stack: its replies must come back through conntrack's reverse NAT.
@@ -100,8 +114,8 @@ $X $P-n1 nft delete table ip kp
 fastpath off
 
 for r in $(seq "$R"); do
-	a=$(iperf $P-n1 198.51.100.2); v=$(iperf $P-n1 10.244.2.0); k=$(iperf $P-p1 10.244.2.2)
-	fastpath on; b=$(iperf $P-p1 10.244.2.2); fastpath off
-	python3 -c "a, v, k, b = $a, $v, $k, $b
-print('round $r $MODE Gbit/s: nodes %.1f  nodes-through-vxlan %.1f  pods-kernel %.1f  pods-fastpath %.1f | /nodes: vxlan-nodes %.2f  pods-kernel %.2f  pods-fastpath %.2f  fastpath/kernel %.2f' % (a, v, k, b, v/a, k/a, b/a, b/k))"
+	a=$(iperf $P-n1 198.51.100.2); v=$(iperf $P-n1 10.244.2.0); k=$(iperf $P-p1 10.244.2.2); sk=$(iperf $P-p1 10.244.1.3)
+	fastpath on; b=$(iperf $P-p1 10.244.2.2); sb=$(iperf $P-p1 10.244.1.3); fastpath off
+	python3 -c "a, v, k, b, sk, sb = $a, $v, $k, $b, $sk, $sb
+print('round $r $MODE Gbit/s: nodes %.1f  nodes-through-vxlan %.1f  pods-kernel %.1f  pods-fastpath %.1f | /nodes: vxlan-nodes %.2f  pods-kernel %.2f  pods-fastpath %.2f  fastpath/kernel %.2f | same node: kernel %.1f  fastpath %.1f  fastpath/kernel %.2f' % (a, v, k, b, v/a, k/a, b/a, b/k, sk, sb, sb/sk))"
 done
