@@ -89,7 +89,7 @@ func BenchmarkThroughput(b *testing.B) {
 	nativeMTU := envInt(b, "STRAIT_BENCH_NATIVE_MTU", tpPodMTU)
 	// STRAIT_BENCH_TUNNEL_CONNTRACK=1: the VXLAN devices' outer packets are
 	// tracked, as before SetNAT's TunnelPort (for comparison).
-	tunnelNotrack := envInt(b, "STRAIT_BENCH_TUNNEL_CONNTRACK", 0) == 0
+	tunnelNotrack := !envBool(b, "STRAIT_BENCH_TUNNEL_CONNTRACK")
 	// STRAIT_BENCH_WINDOW=8M: every path's iperf3 runs with that fixed
 	// socket buffer (-w) instead of the kernel's autotuning (a diagnosis:
 	// the default measurement is the headline).
@@ -469,6 +469,20 @@ func envInt(b *testing.B, name string, def int) int {
 		b.Fatalf("%s=%q: want a positive integer", name, s)
 	}
 	return n
+}
+
+// envBool reads a boolean switch (unset: false; 1/0, true/false as
+// strconv.ParseBool takes them).
+func envBool(b *testing.B, name string) bool {
+	s := os.Getenv(name)
+	if s == "" {
+		return false
+	}
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		b.Fatalf("%s=%q: want 1 or 0", name, s)
+	}
+	return v
 }
 
 func median(xs []float64) float64 {
