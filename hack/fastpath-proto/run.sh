@@ -24,6 +24,21 @@ OBJ=$(mktemp -d)/fwd.o
 clang -O2 -g -target bpf -I/usr/include/"$(uname -m)"-linux-gnu -c fwd.c -o "$OBJ"
 
 X="ip netns exec"
+# pod NODE POD HOSTIF ADDR MAC: a routed pod as Strait wires one (MTU 1,450,
+# /32, 169.254.1.1 with a permanent neighbour, a /32 route on the node).
+pod() {
+	ip -n $P-$1 link add $3 mtu 1450 address $5 type veth peer name eth0 mtu 1450 netns $P-$2
+	ip -n $P-$1 link set $3 up
+	ip -n $P-$2 link set eth0 up
+	ip -n $P-$2 addr add $4/32 dev eth0
+	ip -n $P-$2 route add 169.254.1.1 dev eth0 scope link
+	ip -n $P-$2 route add default via 169.254.1.1 dev eth0
+	ip -n $P-$2 neigh add 169.254.1.1 lladdr $5 dev eth0 nud permanent
+	ip -n $P-$1 route add $4/32 dev $3
+}
+# The pods' host veths per node, and the pod -> pod paths measured from p1.
+PODIFS=([1]="hp hp3" [2]="hp")
+PODPATHS=(10.244.2.2 10.244.1.3)
 for n in "${NS[@]}"; do ip netns add $P-$n; ip -n $P-$n link set lo up; done
 ip -n $P-br link add br0 type bridge; ip -n $P-br link set br0 up
 for i in 1 2; do
@@ -34,14 +49,7 @@ for i in 1 2; do
 	ip -n $P-n$i link add vx type vxlan id 4096 local 198.51.100.$i dstport 4789 nolearning
 	ip -n $P-n$i link set vx address 02:00:00:00:00:0$i mtu 1450 up
 	ip -n $P-n$i addr add 10.244.$i.0/32 dev vx
-	ip -n $P-n$i link add hp mtu 1450 address 02:00:00:00:01:0$i type veth peer name eth0 mtu 1450 netns $P-p$i
-	ip -n $P-n$i link set hp up
-	ip -n $P-p$i link set eth0 up
-	ip -n $P-p$i addr add 10.244.$i.2/32 dev eth0
-	ip -n $P-p$i route add 169.254.1.1 dev eth0 scope link
-	ip -n $P-p$i route add default via 169.254.1.1 dev eth0
-	ip -n $P-p$i neigh add 169.254.1.1 lladdr 02:00:00:00:01:0$i dev eth0 nud permanent
-	ip -n $P-n$i route add 10.244.$i.2/32 dev hp
+	pod n$i p$i hp 10.244.$i.2 02:00:00:00:01:0$i
 	# Strait's table: masquerade leaving the pools, outer VXLAN packets untracked.
 	$X $P-n$i nft -f - <<'N'
 table inet t {
@@ -52,14 +60,7 @@ table inet t {
 N
 done
 # p3: a second pod on n1, for the same-node path.
-ip -n $P-n1 link add hp3 mtu 1450 address 02:00:00:00:01:03 type veth peer name eth0 mtu 1450 netns $P-p3
-ip -n $P-n1 link set hp3 up
-ip -n $P-p3 link set eth0 up
-ip -n $P-p3 addr add 10.244.1.3/32 dev eth0
-ip -n $P-p3 route add 169.254.1.1 dev eth0 scope link
-ip -n $P-p3 route add default via 169.254.1.1 dev eth0
-ip -n $P-p3 neigh add 169.254.1.1 lladdr 02:00:00:00:01:03 dev eth0 nud permanent
-ip -n $P-n1 route add 10.244.1.3/32 dev hp3
+pod n1 p3 hp3 10.244.1.3 02:00:00:00:01:03
 for i in 1 2; do j=$((3 - i))
 	ip -n $P-n$i neigh add 10.244.$j.0 lladdr 02:00:00:00:00:0$j dev vx nud permanent
 	$X $P-n$i bridge fdb add 02:00:00:00:00:0$j dev vx dst 198.51.100.$j
@@ -73,10 +74,9 @@ done
 
 fastpath() { # on|off
 	for i in 1 2; do
-		for d in hp hp3 vx eth0; do $X $P-n$i tc qdisc del dev $d clsact 2>/dev/null || true; done
+		for d in ${PODIFS[$i]} vx eth0; do $X $P-n$i tc qdisc del dev $d clsact 2>/dev/null || true; done
 		[ "$1" = on ] || continue
-		pods=(hp); [ $i = 1 ] && pods+=(hp3)
-		for d in "${pods[@]}"; do
+		for d in ${PODIFS[$i]}; do
 			$X $P-n$i tc qdisc add dev $d clsact
 			$X $P-n$i tc filter add dev $d ingress bpf da obj "$OBJ" program from_pod
 		done
@@ -95,14 +95,12 @@ for n in n2 p2 p3; do $X $P-$n iperf3 -s >/dev/null & PIDS+=($!); done
 sleep 0.5
 # Warm-up through the stack: resolves the neighbours the fib lookups need
 # (until then the program leaves packets to the stack).
-iperf $P-p1 10.244.2.2 >/dev/null
-iperf $P-p1 10.244.1.3 >/dev/null
+for dst in "${PODPATHS[@]}"; do iperf $P-p1 $dst >/dev/null; done
 
 # The fast path must carry the pods' traffic: no forwarded datagram on either node.
 fastpath on
 f1=$(forwarded n1); f2=$(forwarded n2)
-iperf $P-p1 10.244.2.2 >/dev/null
-iperf $P-p1 10.244.1.3 >/dev/null
+for dst in "${PODPATHS[@]}"; do iperf $P-p1 $dst >/dev/null; done
 [ "$(forwarded n1)" = "$f1" ] && [ "$(forwarded n2)" = "$f2" ] || { echo "fast path not taken: nodes forwarded datagrams" >&2; exit 1; }
 # A Service's connection (kube-proxy's DNAT on n1, here one nft rule) stays
 # with the stack: its replies must come back through conntrack's reverse NAT.
