@@ -14,7 +14,9 @@ import (
 // TestConcurrentBlockGrowShrink runs the agent's block pattern under
 // contention: workers allocate and release; on ErrExhausted they "claim" the
 // next free block (AddPool) and retry; a shrinker gives blocks back with
-// RemovePool whenever it succeeds and reorders the set with SetPools. No
+// RemovePool whenever it succeeds and reorders the set with SetPools. Pool
+// set changes are serialized (as the agent's block manager does) while
+// Allocate and Release run concurrently with them. No
 // address is handed out twice, RemovePool never removes a block holding an
 // allocation (so every live allocation lies in a current pool), and the
 // store matches memory.
@@ -28,17 +30,26 @@ func TestConcurrentBlockGrowShrink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var claimMu sync.Mutex // one claimer at a time, like the block manager
-	claim := func() error {
+	// One writer of the pool set at a time, like the agent's block manager:
+	// claims and the shrinker take claimMu; Allocate and Release do not.
+	var claimMu sync.Mutex
+	claim := func() (grew bool, err error) {
 		claimMu.Lock()
 		defer claimMu.Unlock()
+		// Like the agent's claimMore: another worker may have claimed a
+		// block since this one saw the pools full.
+		for _, u := range a.Usage() {
+			if uint64(u.InUse) < u.Capacity {
+				return false, nil
+			}
+		}
 		cur := a.Pools()
 		for _, b := range blocks {
 			if !slices.Contains(cur, b) {
-				return a.AddPool(b)
+				return true, a.AddPool(b)
 			}
 		}
-		return errors.New("all blocks claimed")
+		return false, errors.New("all blocks claimed")
 	}
 	const workers, ops, maxHeld = 16, 300, 8 // at most 128 live < 224 usable
 	var grows, removes, refused atomic.Int64
@@ -51,28 +62,31 @@ func TestConcurrentBlockGrowShrink(t *testing.T) {
 				return
 			default:
 			}
-			cur := a.Pools()
-			if len(cur) == 0 {
-				continue
-			}
-			b := cur[rand.IntN(len(cur))]
-			switch err := a.RemovePool(b); {
-			case err == nil:
-				removes.Add(1)
-				if n := a.InUse(b); n != 0 {
-					// Nothing can allocate from it any more.
-					t.Errorf("removed %s but %d addresses are in it", b, n)
+			// The whole step holds claimMu: a claim in between could add
+			// the removed block back (and a worker allocate from it), or
+			// be dropped by the SetPools that writes the permutation.
+			claimMu.Lock()
+			if cur := a.Pools(); len(cur) > 0 {
+				b := cur[rand.IntN(len(cur))]
+				switch err := a.RemovePool(b); {
+				case err == nil:
+					removes.Add(1)
+					if n := a.InUse(b); n != 0 {
+						// Nothing can allocate from it any more.
+						t.Errorf("removed %s but %d addresses are in it", b, n)
+					}
+				case errors.Is(err, ErrPoolInUse):
+					refused.Add(1)
+				default:
+					t.Errorf("RemovePool(%s): %v", b, err)
 				}
-			case errors.Is(err, ErrPoolInUse):
-				refused.Add(1)
-			default:
-				t.Errorf("RemovePool(%s): %v", b, err)
+				cur = a.Pools()
+				rand.Shuffle(len(cur), func(i, j int) { cur[i], cur[j] = cur[j], cur[i] })
+				if err := a.SetPools(cur); err != nil {
+					t.Errorf("SetPools(permutation): %v", err)
+				}
 			}
-			cur = a.Pools()
-			rand.Shuffle(len(cur), func(i, j int) { cur[i], cur[j] = cur[j], cur[i] })
-			if err := a.SetPools(cur); err != nil {
-				t.Errorf("SetPools(permutation): %v", err)
-			}
+			claimMu.Unlock()
 		}
 	})
 	var wg sync.WaitGroup
@@ -101,11 +115,14 @@ func TestConcurrentBlockGrowShrink(t *testing.T) {
 						errs <- fmt.Errorf("allocate %s (try %d): %w", o.Key, try, err)
 						return
 					}
-					if err := claim(); err != nil {
+					grew, err := claim()
+					if err != nil {
 						errs <- fmt.Errorf("claim after %v: %w", ex, err)
 						return
 					}
-					grows.Add(1)
+					if grew {
+						grows.Add(1)
+					}
 				}
 				held = append(held, o.Key)
 			}
