@@ -9,7 +9,7 @@ PLUGIN_PKGS := github.com/containernetworking/plugins/plugins/meta/portmap \
 	github.com/containernetworking/plugins/plugins/ipam/host-local
 TEST_FLAGS ?= -race -count=1 -timeout 45m
 
-.PHONY: all build tools deps k8s crds test test-unit lint bench bench-flows lab lab-down clean fuzz
+.PHONY: all build tools deps k8s crds bpf test test-unit lint bench bench-flows lab lab-down clean fuzz
 
 all: build
 
@@ -43,6 +43,10 @@ test-unit:
 ## crds: regenerate deploy/crds, deploy/strait.yaml and the deepcopy code from api/v1alpha1
 crds:
 	$(GO) run ./hack/crdgen
+
+## bpf: rebuild the eBPF fast path's object (internal/datapath/bpf/fastpath.o, committed) from its C source
+bpf:
+	hack/bpf-build.sh
 
 ## fuzz: bounded fuzzing of the IPFIX decoder, template cache and proxy path (FUZZTIME per target; longer by hand)
 # Budgets are execution counts, not durations: Go 1.26's fuzz coordinator can fail a target with a bare

@@ -26,6 +26,11 @@ have nfacctd    || need+=(pmacct)
 have nfcapd     || need+=(nfdump)
 have tshark     || need+=(tshark)
 have tcpdump    || need+=(tcpdump)
+# The eBPF fast path's object is rebuilt and compared with the committed one (hack/bpf-build.sh).
+have clang      || need+=(clang)
+have llvm-strip || need+=(llvm)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+[ -f "/usr/include/$(uname -m)-linux-gnu/asm/types.h" ] || need+=(linux-libc-dev)
 # BGP peers for internal/bgp tests and the lab router.
 have vtysh      || need+=(frr)
 have birdc      || need+=(bird2)

@@ -163,6 +163,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			handlerAlloc = blockAllocator{Allocator: alloc, cc: cc}
 		}
 		h.mtu = cc.podMTU
+		if a.cfg.FastPath.Enabled {
+			h.podsChanged = cc.kickFastPath
+		}
 		pools = alloc.Pools()
 	}
 	a.mu.Lock()

@@ -129,6 +129,7 @@ type OverlayDatapath interface {
 	Resync(ctx context.Context, peers []datapath.Peer) (datapath.OpStats, []string, error)
 	SetNAT(ctx context.Context, cfg datapath.NATConfig) error
 	UplinkFor(ctx context.Context, addr netip.Addr) (datapath.Uplink, error)
+	SetFastPath(fp datapath.FastPath) (datapath.FastPathStatus, error)
 }
 
 // clusterClients are the API clients of the cluster modes.

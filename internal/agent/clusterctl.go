@@ -44,6 +44,8 @@ type clusterController struct {
 	dirtyMu sync.Mutex
 	dirty   map[string]bool // node names; "*" = everything
 	wake    chan struct{}
+	// fastWake asks the loop to re-apply the fast path (a pod came or went).
+	fastWake chan struct{}
 }
 
 // blockAllocator is the Allocator the CNI handler uses in blocks mode: when
@@ -228,6 +230,12 @@ func (cc *clusterController) start(ctx context.Context) error {
 	// The first resync covers every event so far: the loop need not apply
 	// them again (events from here on stay marked).
 	cc.takeDirty()
+	if !cc.cfg.FastPath.Enabled {
+		// Switched off since the last run: detach what that run pinned.
+		if err := cc.applyFastPath(); err != nil {
+			cc.log.Warn("removing an earlier fast path", "error", err)
+		}
+	}
 	if err := cc.resync(ctx); err != nil {
 		return err
 	}
@@ -390,6 +398,10 @@ func (cc *clusterController) loop(ctx context.Context) {
 			if err := cc.resync(ctx); err != nil {
 				cc.log.Error("resync", "error", err)
 			}
+		case <-cc.fastWake:
+			if err := cc.applyFastPath(); err != nil {
+				cc.log.Error("fast path", "error", err)
+			}
 		case <-cc.wake:
 			dirty := cc.takeDirty()
 			if dirty["*"] {
@@ -482,7 +494,13 @@ func (cc *clusterController) resync(ctx context.Context) error {
 		cc.log.Debug("route not installed", "block", s.Block.String(), "node", s.Node, "reason", s.Reason)
 	}
 	cc.reportAllocations(ctx)
-	return cc.dp.SetNAT(ctx, cc.natConfig())
+	if err := cc.dp.SetNAT(ctx, cc.natConfig()); err != nil {
+		return err
+	}
+	if cc.cfg.FastPath.Enabled {
+		return cc.applyFastPath()
+	}
+	return nil
 }
 
 // natConfig masquerades traffic from pools with natOutgoing that leaves all

@@ -46,6 +46,15 @@ type cniHandler struct {
 	alloc func() Allocator
 	dp    PodDatapath
 	locks keyedMutex
+	// podsChanged, if set, is told that a pod's host veth came or went
+	// (the fast path attaches to it).
+	podsChanged func()
+}
+
+func (h *cniHandler) notifyPods() {
+	if h.podsChanged != nil {
+		h.podsChanged()
+	}
 }
 
 var _ cni.Handler = (*cniHandler)(nil)
@@ -100,6 +109,7 @@ func (h *cniHandler) Add(ctx context.Context, a *cni.Attachment) (*current.Resul
 		}
 		return nil, types.NewError(types.ErrInternal, "strait: pod network setup failed", err.Error())
 	}
+	h.notifyPods()
 	return buildResult(a, al.Addrs, links), nil
 }
 
@@ -147,6 +157,7 @@ func (h *cniHandler) Del(ctx context.Context, a *cni.Attachment) error {
 	if err := h.dp.TeardownPod(ctx, hostIface, a.Netns, a.IfName); err != nil {
 		return types.NewError(types.ErrInternal, "strait: pod network teardown failed", err.Error())
 	}
+	h.notifyPods()
 	if _, _, err := alloc.Release(key); err != nil {
 		return types.NewError(types.ErrInternal, "strait: release addresses failed", err.Error())
 	}

@@ -280,6 +280,10 @@ func TestConfig(t *testing.T) {
 		{Config{NodeName: "n", VXLAN: VXLANConfig{Port: 70000}}, "vxlan.port"},
 		{Config{NodeName: "n", VXLAN: VXLANConfig{VNIv6: 1 << 24}}, "vxlan.vniV6"},
 		{Config{NodeName: "n", VXLAN: VXLANConfig{VNIv4: -1}}, "vxlan.vniV4"},
+		{Config{NodeName: "n", PodCIDRs: []string{"10.0.0.0/24"}, FastPath: FastPathConfig{Enabled: true}}, "fastPath.enabled: needs a cluster mode"},
+		{Config{NodeName: "n", IPAMMode: "blocks", FastPath: FastPathConfig{Enabled: true},
+			Flows: FlowsConfig{Enabled: true, Collector: "127.0.0.1:4739"}}, "flows.enabled"},
+		{Config{NodeName: "n", IPAMMode: "blocks", FastPath: FastPathConfig{PinDir: "bpf/strait"}}, "fastPath.pinDir"},
 	} {
 		if err := c.cfg.Default(); err == nil || !strings.Contains(err.Error(), c.field) {
 			t.Errorf("%+v: %v, want error naming %q", c.cfg, err, c.field)

@@ -55,6 +55,8 @@ type Config struct {
 	LoadBalancerIPAM *bool `json:"loadBalancerIPAM,omitempty"`
 	// Flows configures the conntrack-based IPFIX flow exporter (flows.go).
 	Flows FlowsConfig `json:"flows,omitempty"`
+	// FastPath switches the opt-in eBPF fast path (fastpath.go).
+	FastPath FastPathConfig `json:"fastPath,omitempty"`
 }
 
 // CNIConfig is the CNI network configuration the agent writes when ready, the
@@ -241,6 +243,9 @@ func (c *Config) Default() error {
 		return fmt.Errorf("logLevel: must be debug, info, warn or error, got %q", c.LogLevel)
 	}
 	if err := c.Flows.validate(); err != nil {
+		return err
+	}
+	if err := c.validateFastPath(); err != nil {
 		return err
 	}
 	if err := c.BGP.validate(); err != nil {

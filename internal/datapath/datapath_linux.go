@@ -45,6 +45,10 @@ type Datapath struct {
 	// chain (nat_linux.go).
 	nftMu        sync.Mutex
 	flowTracking bool
+
+	// fast is the loaded eBPF fast path (fastpath_linux.go); lock order:
+	// fast.mu before nftMu.
+	fast fastPathState
 }
 
 // maxIdleHandles bounds the node handles kept open between operations.
@@ -98,6 +102,10 @@ func (d *Datapath) Close() {
 		return
 	}
 	d.closed = true
+	// The fast path's links stay pinned: it keeps forwarding without us.
+	d.fast.mu.Lock()
+	d.fast.close()
+	d.fast.mu.Unlock()
 	if d.overlay.batch != nil {
 		d.overlay.batch.close()
 		d.overlay.batch = nil

@@ -3,6 +3,7 @@ package datapath
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -268,6 +269,11 @@ func (d *Datapath) EnableFlowTracking(ctx context.Context) error {
 func (d *Datapath) enableFlowTracking(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	d.fast.mu.Lock()
+	defer d.fast.mu.Unlock()
+	if d.fast.coll != nil {
+		return errors.New("the eBPF fast path is on: the connections it carries skip conntrack, which flow export reads")
 	}
 	err := d.nftTransaction(func(c *nftables.Conn) error {
 		addFlowTrackChain(c, c.AddTable(&nftables.Table{Name: NATTable, Family: nftables.TableFamilyINet}))

@@ -37,3 +37,13 @@ func (d *Datapath) CheckPod(context.Context, Pod) error { return errUnsupported 
 
 // HostIfaces fails: the datapath is only supported on Linux.
 func (d *Datapath) HostIfaces(context.Context) ([]string, error) { return nil, errUnsupported }
+
+// SetFastPath fails: the datapath is only supported on Linux.
+func (d *Datapath) SetFastPath(FastPath) (FastPathStatus, error) {
+	return FastPathStatus{}, errUnsupported
+}
+
+// FastPathCounters fails: the datapath is only supported on Linux.
+func (d *Datapath) FastPathCounters(string) (FastPathCounters, error) {
+	return FastPathCounters{}, errUnsupported
+}

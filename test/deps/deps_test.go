@@ -97,3 +97,30 @@ func TestGoBGPImportedInOneFile(t *testing.T) {
 		t.Fatal("no Go files found")
 	}
 }
+
+// Only internal/datapath imports cilium/ebpf: the fast path's programs and
+// maps are kernel state like routes, owned by the datapath alone.
+func TestEBPFInDatapathOnly(t *testing.T) {
+	out, err := exec.Command("go", "list", "-test", "-f", "{{.ImportPath}}{{range .Imports}} {{.}}{{end}}", mod+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	importers := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		for _, imp := range f[1:] {
+			if !strings.HasPrefix(imp, "github.com/cilium/ebpf") {
+				continue
+			}
+			importers++
+			// go list -test names test variants "pkg [pkg.test]".
+			if pkg := f[0]; pkg != mod+"/internal/datapath" {
+				t.Errorf("%s imports %s: only internal/datapath may", pkg, imp)
+			}
+			break
+		}
+	}
+	if importers == 0 {
+		t.Fatal("no package imports cilium/ebpf: the rule no longer describes the tree")
+	}
+}

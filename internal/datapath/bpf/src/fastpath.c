@@ -1,0 +1,316 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// Strait's eBPF fast path (opt-in): tc programs that carry pod traffic past
+// the node's forwarding hop, netfilter and conntrack, with the kernel's own
+// FIB and neighbour tables deciding where it goes.
+//
+//   strait_from_pod  tcx ingress of a pod's host veth
+//   strait_to_pod    tcx ingress of a VXLAN device and of the uplink
+//
+// A packet is redirected only when all of these hold, otherwise it is left
+// to the stack untouched (TC_ACT_OK):
+//   - IPv4 without options or fragments, or IPv6 whose next header is TCP or
+//     UDP; TTL / hop limit above 1;
+//   - from a pod: its source is that pod's own address (fp_devs), and its
+//     destination lies in a pod address range of the cluster (fp_pods4/6);
+//   - no conntrack entry of the connection carries NAT (a Service's
+//     connection, masquerade): those need the stack's reverse NAT;
+//   - bpf_fib_lookup forwards it (a resolved neighbour, not to this node)
+//     out of a device Strait manages (fp_devs): into a pod through
+//     bpf_redirect_peer, to a VXLAN device or the uplink through
+//     bpf_redirect (only from a pod: traffic arriving on the uplink or a
+//     tunnel is fast-pathed into local pods only).
+//
+// Build: make bpf (clang -target bpf); the object is committed as
+// fastpath.o and embedded in the agent.
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define __ksym __attribute__((section(".ksyms")))
+
+// Only the field read here; CO-RE relocates it to the running kernel.
+struct nf_conn {
+	unsigned long status;
+} __attribute__((preserve_access_index));
+
+struct bpf_ct_opts {
+	__s32 netns_id;
+	__s32 error;
+	__u8 l4proto;
+	__u8 dir;
+	__u16 ct_zone_id;
+	__u8 ct_zone_dir;
+	__u8 reserved[3];
+};
+
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *, struct bpf_sock_tuple *, __u32,
+					 struct bpf_ct_opts *, __u32) __ksym;
+extern void bpf_ct_release(struct nf_conn *) __ksym;
+
+#define IPS_SRC_NAT 0x10
+#define IPS_DST_NAT 0x20
+#define AF_INET 2
+#define AF_INET6 10
+
+// Device kinds in fp_devs.
+#define DEV_POD 1    // a pod's host veth: redirect_peer into the pod
+#define DEV_UPLINK 2 // a VXLAN device or the uplink: redirect out of it
+
+// Device flags.
+#define DEV_HAS_V4 1
+#define DEV_HAS_V6 2
+
+struct dev {
+	__u32 kind;
+	__u32 flags;
+	__be32 v4;	  // the pod's IPv4 address (DEV_POD with DEV_HAS_V4)
+	__be32 v6[4];	  // the pod's IPv6 address (DEV_POD with DEV_HAS_V6)
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); // ifindex
+	__type(value, struct dev);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_devs SEC(".maps");
+
+struct lpm4 {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+struct lpm6 {
+	__u32 prefixlen;
+	__be32 addr[4];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm4);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_pods4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm6);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_pods6 SEC(".maps");
+
+// Counters, per CPU: what happened to each packet the programs saw.
+enum {
+	CNT_REDIRECT = 0, // redirected (the fast path)
+	CNT_NAT,	  // left to the stack: the connection has NAT
+	CNT_SPOOF,	  // left to the stack: a pod sent from an address not its own
+	CNT_NOT_POD,	  // left to the stack: not to a pod range, or out of a device Strait does not manage
+	CNT_FIB,	  // left to the stack: the FIB did not forward it (local, no neighbour, ...)
+	CNT_OTHER,	  // left to the stack: not TCP/UDP over plain IPv4/IPv6, TTL, fragments
+	CNT_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_counters SEC(".maps");
+
+static __always_inline int count(__u32 what, int verdict)
+{
+	__u64 *v = bpf_map_lookup_elem(&fp_counters, &what);
+	if (v)
+		*v += 1;
+	return verdict;
+}
+
+// has_nat reports whether a conntrack entry of the connection (either
+// direction) has NAT.
+static __always_inline int has_nat(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 len, __u8 proto)
+{
+	struct bpf_ct_opts o = {.netns_id = -1, .l4proto = proto};
+	struct nf_conn *ct = bpf_skb_ct_lookup(skb, t, len, &o, sizeof(o));
+	if (!ct)
+		return 0;
+	unsigned long st = ct->status;
+	bpf_ct_release(ct);
+	return (st & (IPS_SRC_NAT | IPS_DST_NAT)) != 0;
+}
+
+// out finishes a forwarded packet for managed device d: MAC rewrite, then
+// into the pod behind d or out of d.
+static __always_inline int out(struct __sk_buff *skb, struct bpf_fib_lookup *p, struct dev *d)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return count(CNT_OTHER, TC_ACT_OK);
+	__builtin_memcpy(eth->h_dest, p->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, p->smac, ETH_ALEN);
+	count(CNT_REDIRECT, 0);
+	if (d->kind == DEV_POD)
+		return bpf_redirect_peer(p->ifindex, 0);
+	return bpf_redirect(p->ifindex, 0);
+}
+
+// route looks p up in the FIB and returns the managed device the packet
+// leaves by, or 0 (counted) when it stays with the stack: the FIB does not
+// forward it, it would leave by the device it came in on, or by a device
+// Strait does not manage (from another node: by anything but a pod).
+static __always_inline struct dev *route(struct __sk_buff *skb, struct bpf_fib_lookup *p, struct dev *src)
+{
+	p->ifindex = skb->ingress_ifindex;
+	if (bpf_fib_lookup(skb, p, sizeof(*p), 0) != BPF_FIB_LKUP_RET_SUCCESS || p->ifindex == skb->ingress_ifindex) {
+		count(CNT_FIB, 0);
+		return 0;
+	}
+	__u32 oif = p->ifindex;
+	struct dev *d = bpf_map_lookup_elem(&fp_devs, &oif);
+	if (!d || (d->kind != DEV_POD && !src)) {
+		count(CNT_NOT_POD, 0);
+		return 0;
+	}
+	return d;
+}
+
+static __always_inline int fwd4(struct __sk_buff *skb, struct dev *src)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > end)
+		return count(CNT_OTHER, TC_ACT_OK);
+	if (ip->ihl != 5 || ip->ttl <= 1 || (ip->frag_off & bpf_htons(0x3fff)) ||
+	    (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP))
+		return count(CNT_OTHER, TC_ACT_OK);
+	__be16 *ports = (void *)(ip + 1);
+	if ((void *)(ports + 2) > end)
+		return count(CNT_OTHER, TC_ACT_OK);
+	if (src) {
+		if (!(src->flags & DEV_HAS_V4) || ip->saddr != src->v4)
+			return count(CNT_SPOOF, TC_ACT_OK);
+		struct lpm4 k = {.prefixlen = 32, .addr = ip->daddr};
+		if (!bpf_map_lookup_elem(&fp_pods4, &k))
+			return count(CNT_NOT_POD, TC_ACT_OK);
+	}
+	struct bpf_sock_tuple t = {};
+	t.ipv4.saddr = ip->saddr;
+	t.ipv4.daddr = ip->daddr;
+	t.ipv4.sport = ports[0];
+	t.ipv4.dport = ports[1];
+	if (has_nat(skb, &t, sizeof(t.ipv4), ip->protocol))
+		return count(CNT_NAT, TC_ACT_OK);
+
+	struct bpf_fib_lookup p = {};
+	p.family = AF_INET;
+	p.tos = ip->tos;
+	p.l4_protocol = ip->protocol;
+	p.sport = ports[0];
+	p.dport = ports[1];
+	p.tot_len = 0; // 0: the kernel checks GSO-aware forwardability instead of this length
+	p.ipv4_src = ip->saddr;
+	p.ipv4_dst = ip->daddr;
+	struct dev *d = route(skb, &p, src);
+	if (!d)
+		return TC_ACT_OK;
+
+	// TTL - 1, with the header checksum updated.
+	__u32 old = *(__u16 *)&ip->ttl;
+	ip->ttl--;
+	__u32 new = *(__u16 *)&ip->ttl;
+	bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + __builtin_offsetof(struct iphdr, check), old, new, 2);
+	return out(skb, &p, d);
+}
+
+static __always_inline int fwd6(struct __sk_buff *skb, struct dev *src)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	if ((void *)(ip6 + 1) > end)
+		return count(CNT_OTHER, TC_ACT_OK);
+	if (ip6->hop_limit <= 1 || (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP))
+		return count(CNT_OTHER, TC_ACT_OK);
+	// Link-local and multicast stay with the stack (fe80::/10, ff00::/8).
+	__u8 d0 = ip6->daddr.in6_u.u6_addr8[0];
+	if (d0 == 0xff || (d0 == 0xfe && (ip6->daddr.in6_u.u6_addr8[1] & 0xc0) == 0x80))
+		return count(CNT_OTHER, TC_ACT_OK);
+	__be16 *ports = (void *)(ip6 + 1);
+	if ((void *)(ports + 2) > end)
+		return count(CNT_OTHER, TC_ACT_OK);
+	if (src) {
+		if (!(src->flags & DEV_HAS_V6) || ip6->saddr.in6_u.u6_addr32[0] != src->v6[0] ||
+		    ip6->saddr.in6_u.u6_addr32[1] != src->v6[1] || ip6->saddr.in6_u.u6_addr32[2] != src->v6[2] ||
+		    ip6->saddr.in6_u.u6_addr32[3] != src->v6[3])
+			return count(CNT_SPOOF, TC_ACT_OK);
+		struct lpm6 k = {.prefixlen = 128};
+		__builtin_memcpy(k.addr, ip6->daddr.in6_u.u6_addr32, 16);
+		if (!bpf_map_lookup_elem(&fp_pods6, &k))
+			return count(CNT_NOT_POD, TC_ACT_OK);
+	}
+	struct bpf_sock_tuple t = {};
+	__builtin_memcpy(t.ipv6.saddr, ip6->saddr.in6_u.u6_addr32, 16);
+	__builtin_memcpy(t.ipv6.daddr, ip6->daddr.in6_u.u6_addr32, 16);
+	t.ipv6.sport = ports[0];
+	t.ipv6.dport = ports[1];
+	if (has_nat(skb, &t, sizeof(t.ipv6), ip6->nexthdr))
+		return count(CNT_NAT, TC_ACT_OK);
+
+	struct bpf_fib_lookup p = {};
+	p.family = AF_INET6;
+	p.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0fffffff);
+	p.l4_protocol = ip6->nexthdr;
+	p.sport = ports[0];
+	p.dport = ports[1];
+	p.tot_len = 0;
+	__builtin_memcpy(p.ipv6_src, ip6->saddr.in6_u.u6_addr32, 16);
+	__builtin_memcpy(p.ipv6_dst, ip6->daddr.in6_u.u6_addr32, 16);
+	struct dev *d = route(skb, &p, src);
+	if (!d)
+		return TC_ACT_OK;
+	ip6->hop_limit--;
+	return out(skb, &p, d);
+}
+
+static __always_inline int fwd(struct __sk_buff *skb, int from_pod)
+{
+	struct dev *src = 0;
+	if (from_pod) {
+		__u32 in = skb->ingress_ifindex;
+		src = bpf_map_lookup_elem(&fp_devs, &in);
+		if (!src || src->kind != DEV_POD)
+			return count(CNT_SPOOF, TC_ACT_OK);
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		return fwd4(skb, src);
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return fwd6(skb, src);
+	return count(CNT_OTHER, TC_ACT_OK);
+}
+
+SEC("tc")
+int strait_from_pod(struct __sk_buff *skb)
+{
+	return fwd(skb, 1);
+}
+
+SEC("tc")
+int strait_to_pod(struct __sk_buff *skb)
+{
+	return fwd(skb, 0);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,45 @@
+package datapath
+
+import "net/netip"
+
+// FastPath is the desired state of the opt-in eBPF fast path
+// (internal/datapath/bpf/fastpath.c): tc programs on the pods' host veths,
+// the VXLAN devices and the uplink that redirect pod-to-pod traffic past the
+// node's forwarding hop, netfilter and conntrack. Connections with NAT
+// (Services, masquerade) and every other destination stay with the stack.
+type FastPath struct {
+	// Enabled attaches the programs; false detaches them and removes
+	// everything under PinDir.
+	Enabled bool
+	// PinDir is a directory on a bpffs (for example /sys/fs/bpf/strait)
+	// that holds the maps and the programs' links. The links stay attached
+	// while their pins exist, so the fast path outlives the agent process
+	// (kill -9 loses nothing); a restarted agent adopts them. One directory
+	// per node namespace.
+	PinDir string
+	// PodRanges are the pod address ranges of the whole cluster (every
+	// pool): only traffic from a pod to these is fast-pathed.
+	PodRanges []netip.Prefix
+	// Uplinks are the devices through which traffic for this node's pods
+	// arrives from other nodes: the VXLAN devices and the uplink. Traffic
+	// from them is fast-pathed into local pods only.
+	Uplinks []string
+}
+
+// FastPathCounters are the fast path's packet counters, summed over CPUs.
+type FastPathCounters struct {
+	Redirected uint64 // forwarded by the fast path
+	NAT        uint64 // left to the stack: the connection has NAT
+	Spoofed    uint64 // left to the stack: a pod's source address is not its own
+	NotPod     uint64 // left to the stack: not to a pod range, or out of an unmanaged device
+	FIB        uint64 // left to the stack: the FIB did not forward it (local, unresolved neighbour)
+	Other      uint64 // left to the stack: not TCP/UDP over plain IPv4/IPv6, TTL, fragments
+}
+
+// FastPathStatus is what SetFastPath left in place.
+type FastPathStatus struct {
+	// Devices are the interfaces with a program attached, by name.
+	Devices []string
+	// Pods counts the pods' host veths among them.
+	Pods int
+}
