@@ -22,7 +22,7 @@ import (
 
 // bpffsDir mounts a private bpffs for one test (unmounted at cleanup, which
 // drops every pin in it).
-func bpffsDir(t *testing.T) string {
+func bpffsDir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {

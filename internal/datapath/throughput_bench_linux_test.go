@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -49,6 +50,9 @@ func tpPrio(argv ...string) []string {
 type tpPath struct {
 	client *testutil.NS
 	server string
+	// on and off, if set, run around each measurement (the fast path is
+	// attached for its path only).
+	on, off func()
 }
 
 // tpCase is a Strait path, the kernel baseline it is held against, and the
@@ -61,10 +65,11 @@ type tpPath struct {
 // VXLAN case also measures node -> node through Strait's VXLAN devices
 // (node1 to node2's tunnel address): what the kernel's VXLAN gives with no
 // pod, veth or forwarding hop at all, the ceiling of any VXLAN overlay on
-// these links.
+// these links. Every case also measures Strait's pods with the eBPF fast
+// path attached (fast), on the same nodes, between the other paths.
 type tpCase struct {
-	name                                string
-	base, kernel, strait, nodes, tunnel tpPath
+	name                                      string
+	base, kernel, strait, nodes, tunnel, fast tpPath
 	target                              float64
 	baseName, desc                      string
 	// check verifies after the rounds that the traffic took the intended
@@ -79,6 +84,7 @@ const (
 	tpStrait
 	tpNodes
 	tpTunnel
+	tpFast
 	tpPaths
 )
 
@@ -108,7 +114,7 @@ func BenchmarkThroughput(b *testing.B) {
 	gbps := make([][tpPaths][]float64, len(cases))
 	for r := 0; r < rounds; r++ {
 		for i, c := range cases {
-			paths := [tpPaths]tpPath{c.base, c.kernel, c.strait, c.nodes, c.tunnel}
+			paths := [tpPaths]tpPath{c.base, c.kernel, c.strait, c.nodes, c.tunnel, c.fast}
 			var present []int
 			for k, p := range paths {
 				if p.client != nil {
@@ -118,7 +124,13 @@ func BenchmarkThroughput(b *testing.B) {
 			var got [tpPaths]float64
 			for j := range present { // rotate the order from round to round
 				k := present[(j+r)%len(present)]
+				if paths[k].on != nil {
+					paths[k].on()
+				}
 				got[k] = iperf(b, paths[k], secs, window)
+				if paths[k].off != nil {
+					paths[k].off()
+				}
 				gbps[i][k] = append(gbps[i][k], got[k])
 			}
 			for _, k := range present {
@@ -130,14 +142,15 @@ func BenchmarkThroughput(b *testing.B) {
 				}
 				return fmt.Sprintf("%5.1f", got[k])
 			}
-			fmt.Printf("round %d %-10s base %5.1f  kernel %5.1f  strait %5.1f  nodes %s  tunnel %s Gbit/s  strait/base %.2f  kernel/base %.2f\n",
-				r+1, c.name, got[tpBase], got[tpKernel], got[tpStrait], opt(tpNodes), opt(tpTunnel), got[tpStrait]/got[tpBase], got[tpKernel]/got[tpBase])
+			fmt.Printf("round %d %-10s base %5.1f  kernel %5.1f  strait %5.1f  fast %s  nodes %s  tunnel %s Gbit/s  strait/base %.2f  kernel/base %.2f\n",
+				r+1, c.name, got[tpBase], got[tpKernel], got[tpStrait], opt(tpFast), opt(tpNodes), opt(tpTunnel), got[tpStrait]/got[tpBase], got[tpKernel]/got[tpBase])
 		}
 	}
-	var table, same, tunnel strings.Builder
+	var table, same, tunnel, fast strings.Builder
 	fmt.Fprintf(&table, "\n| path | baseline | Gbit/s: baseline / kernel / Strait | kernel / baseline | **Strait / baseline** (min-max) | Strait / kernel | target |\n|---|---|---|---|---|---|---|\n")
 	fmt.Fprintf(&same, "\n| path | Gbit/s: node -> node on Strait's nodes / Strait | **Strait / node -> node on Strait's nodes** (min-max) | that node -> node / baseline | target |\n|---|---|---|---|---|\n")
 	fmt.Fprintf(&tunnel, "\n| path | Gbit/s: node -> node through Strait's VXLAN devices | **that / node -> node on Strait's nodes** (min-max): the kernel VXLAN's ceiling | Strait / that (min-max) |\n|---|---|---|---|\n")
+	fmt.Fprintf(&fast, "\n| path, Strait with the eBPF fast path | Gbit/s | fast path / baseline | **fast path / node -> node on Strait's nodes** (min-max) | fast path / Strait without it (min-max) | target |\n|---|---|---|---|---|---|\n")
 	for i, c := range cases {
 		if c.check != nil {
 			c.check(b)
@@ -155,6 +168,19 @@ func BenchmarkThroughput(b *testing.B) {
 				median(gbps[i][tpNodes]), median(gbps[i][tpStrait]), median(sn), slices.Min(sn), slices.Max(sn), median(ratios[i][tpNodes]), c.target)
 			b.ReportMetric(median(sn), c.name+"-same-nodes-ratio")
 		}
+		if c.fast.client != nil {
+			gain := perRound(ratios[i][tpFast], ratios[i][tpStrait])
+			vsNodes := "-"
+			if c.nodes.client != nil {
+				fn := perRound(ratios[i][tpFast], ratios[i][tpNodes])
+				vsNodes = fmt.Sprintf("**%.2f** (%.2f-%.2f)", median(fn), slices.Min(fn), slices.Max(fn))
+				b.ReportMetric(median(fn), c.name+"-fastpath-same-nodes-ratio")
+			}
+			fmt.Fprintf(&fast, "| %s | %.1f | %.2f | %s | %.2f (%.2f-%.2f) | >= %.2f |\n", c.desc, median(gbps[i][tpFast]),
+				median(ratios[i][tpFast]), vsNodes, median(gain), slices.Min(gain), slices.Max(gain), c.target)
+			b.ReportMetric(median(ratios[i][tpFast]), c.name+"-fastpath-ratio")
+			b.ReportMetric(median(gain), c.name+"-fastpath-gain")
+		}
 		if c.tunnel.client != nil {
 			ceil := perRound(ratios[i][tpTunnel], ratios[i][tpNodes])
 			of := perRound(ratios[i][tpStrait], ratios[i][tpTunnel])
@@ -167,7 +193,8 @@ func BenchmarkThroughput(b *testing.B) {
 	if window != "" {
 		win = "socket buffers fixed at " + window
 	}
-	fmt.Printf("iperf3 TCP, 1 stream, %s, %d interleaved rounds of %d s, medians of per-round ratios:%s%s%s", win, rounds, secs, table.String(), same.String(), tunnel.String())
+	fmt.Printf("iperf3 TCP, 1 stream, %s, %d interleaved rounds of %d s, medians of per-round ratios:%s%s%s%s", win, rounds, secs,
+		table.String(), same.String(), tunnel.String(), fast.String())
 }
 
 // perRound divides two series of per-round ratios round by round.
@@ -205,7 +232,43 @@ func sameNodeCase(b *testing.B) tpCase {
 		base:   tpPath{client: a, server: "203.0.113.2"},
 		kernel: tpPath{client: h1, server: "10.244.1.3"},
 		strait: tpPath{client: p1, server: "10.244.1.3"},
+		fast:   fastPathPath(b, tpPath{client: p1, server: "10.244.1.3"}, nil, dp),
 	}
+}
+
+// fastPathPath is path p with the fast path attached to dps' nodes (uplinks
+// by name) for the measurement only. Each measurement must be carried by
+// the fast path: its programs must redirect at least 1,000 packets.
+func fastPathPath(b *testing.B, p tpPath, uplinks []string, dps ...*Datapath) tpPath {
+	dir := bpffsDir(b)
+	fp := func(i int, on bool) FastPath {
+		return FastPath{Enabled: on, PinDir: filepath.Join(dir, strconv.Itoa(i)),
+			PodRanges: []netip.Prefix{netip.MustParsePrefix(tpPool)}, Uplinks: uplinks}
+	}
+	p.on = func() {
+		for i, dp := range dps {
+			if _, err := dp.SetFastPath(fp(i, true)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	p.off = func() {
+		var redirected uint64
+		for i, dp := range dps {
+			c, err := dp.FastPathCounters(fp(i, true).PinDir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			redirected += c.Redirected
+			if _, err := dp.SetFastPath(fp(i, false)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if redirected < 1000 {
+			b.Fatalf("fast path to %s: its programs redirected only %d packets", p.server, redirected)
+		}
+	}
+	return p
 }
 
 // handNode is a node namespace with IPv4 forwarding on and nothing else.
@@ -351,6 +414,8 @@ func crossNodeCase(b *testing.B, encap bool, base tpPath, podMTU int, tunnelNotr
 		strait:   tpPath{client: sides[0].pod, server: sides[1].block.Addr().Next().Next().String()},
 		nodes:    tpPath{client: sides[0].ns, server: sides[1].ip.String()},
 		baseName: "node -> bridge -> node",
+		fast: fastPathPath(b, tpPath{client: sides[0].pod, server: sides[1].block.Addr().Next().Next().String()},
+			[]string{"eth0", VTEPDevice4}, sides[0].dp, sides[1].dp),
 	}
 	vxlanBytes := func() int64 {
 		out := sides[0].ns.MustRun(b, "cat", "/sys/class/net/"+VTEPDevice4+"/statistics/tx_bytes")
