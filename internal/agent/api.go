@@ -130,6 +130,9 @@ func (a *Agent) apiStatus() api.Status {
 		}
 	}
 	s.Pools = apiPools(st.alloc, v.ownBlocks)
+	if st.cluster != nil && a.cfg.FastPath.Enabled {
+		s.FastPath = st.cluster.fastPathAPI()
+	}
 	return s
 }
 

@@ -130,6 +130,7 @@ type OverlayDatapath interface {
 	SetNAT(ctx context.Context, cfg datapath.NATConfig) error
 	UplinkFor(ctx context.Context, addr netip.Addr) (datapath.Uplink, error)
 	SetFastPath(fp datapath.FastPath) (datapath.FastPathStatus, error)
+	FastPathCounters(pinDir string) (datapath.FastPathCounters, error)
 }
 
 // clusterClients are the API clients of the cluster modes.

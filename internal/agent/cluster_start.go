@@ -39,6 +39,9 @@ func (a *Agent) startCluster(ctx context.Context, dp PodDatapath, alloc *ipam.Al
 		log: a.log.With("component", "cluster"), cfg: a.cfg, c: clusterClients{kube: kube, dyn: dyn}, dp: odp, alloc: alloc,
 		topo: newTopology(), dirty: map[string]bool{}, wake: make(chan struct{}, 1), fastWake: make(chan struct{}, 1), metrics: a.metrics,
 	}
+	if a.cfg.FastPath.Enabled && a.metrics != nil {
+		a.metrics.reg.MustRegister(newFastPathCollector(cc))
+	}
 	if a.cfg.IPAMMode == IPAMBlocks {
 		cc.blocks = blocks.NewManager(blocks.Config{Client: dyn, Kube: kube, NodeName: a.cfg.NodeName, Log: cc.log})
 		go func() {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -46,6 +47,8 @@ type clusterController struct {
 	wake    chan struct{}
 	// fastWake asks the loop to re-apply the fast path (a pod came or went).
 	fastWake chan struct{}
+	// fastStatus is what the last SetFastPath left (nil before the first).
+	fastStatus atomic.Pointer[datapath.FastPathStatus]
 }
 
 // blockAllocator is the Allocator the CNI handler uses in blocks mode: when

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strait-net/strait/internal/ctl/api"
 	"github.com/strait-net/strait/internal/datapath"
 )
 
@@ -73,9 +76,69 @@ func (cc *clusterController) applyFastPath() error {
 		return err
 	}
 	if fp.Enabled {
+		cc.fastStatus.Store(&st)
 		cc.log.Debug("fast path", "devices", len(st.Devices), "pods", st.Pods)
 	}
 	return nil
+}
+
+// fastPathAPI is the fast path's state for straitctl status.
+func (cc *clusterController) fastPathAPI() *api.FastPath {
+	out := &api.FastPath{PinDir: cc.cfg.FastPath.PinDir}
+	st := cc.fastStatus.Load()
+	if st == nil {
+		out.Error = "not applied yet"
+		return out
+	}
+	out.Devices, out.Pods = len(st.Devices), st.Pods
+	c, err := cc.dp.FastPathCounters(cc.cfg.FastPath.PinDir)
+	if err != nil {
+		out.Error = err.Error()
+		return out
+	}
+	out.Packets = fastPathPackets(c)
+	return out
+}
+
+func fastPathPackets(c datapath.FastPathCounters) map[string]uint64 {
+	return map[string]uint64{"redirected": c.Redirected, "nat": c.NAT, "spoofed": c.Spoofed,
+		"notPod": c.NotPod, "fib": c.FIB, "other": c.Other}
+}
+
+// fastPathCollector exports the programs' counters, read at every scrape.
+type fastPathCollector struct {
+	cc      *clusterController
+	packets *prometheus.Desc
+	devices *prometheus.Desc
+}
+
+func newFastPathCollector(cc *clusterController) *fastPathCollector {
+	return &fastPathCollector{cc: cc,
+		packets: prometheus.NewDesc("strait_fastpath_packets_total",
+			"Packets the eBPF fast path's programs saw, by result: redirected, or left to the stack and why.", []string{"result"}, nil),
+		devices: prometheus.NewDesc("strait_fastpath_devices", "Interfaces with the fast path's programs attached.", nil, nil),
+	}
+}
+
+func (f *fastPathCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- f.packets
+	ch <- f.devices
+}
+
+func (f *fastPathCollector) Collect(ch chan<- prometheus.Metric) {
+	st := f.cc.fastStatus.Load()
+	if st == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(f.devices, prometheus.GaugeValue, float64(len(st.Devices)))
+	c, err := f.cc.dp.FastPathCounters(f.cc.cfg.FastPath.PinDir)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(f.packets, err)
+		return
+	}
+	for result, n := range fastPathPackets(c) {
+		ch <- prometheus.MustNewConstMetric(f.packets, prometheus.CounterValue, float64(n), result)
+	}
 }
 
 // kickFastPath asks the loop to attach the fast path to a pod just wired

@@ -278,3 +278,23 @@ func TestParseArgs(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusFastPath(t *testing.T) {
+	for _, c := range []struct {
+		fp   api.FastPath
+		want string
+	}{
+		{api.FastPath{Devices: 5, Pods: 2, Packets: map[string]uint64{"redirected": 1200, "nat": 30, "notPod": 7}},
+			"eBPF fast path:        on, 5 devices (2 pods); packets redirected 1200, left to the stack: nat 30, spoofed 0, notPod 7, fib 0, other 0\n"},
+		{api.FastPath{Error: "not applied yet"}, "eBPF fast path:        on, state unknown: not applied yet\n"},
+	} {
+		var out bytes.Buffer
+		s := api.Status{Node: "n1", IPAMMode: "blocks", Ready: true, FastPath: &c.fp}
+		if err := renderStatus(&out, &s, false); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), c.want) {
+			t.Errorf("status with %+v:\n%s\nwant a line %q", c.fp, out.String(), c.want)
+		}
+	}
+}

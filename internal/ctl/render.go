@@ -49,6 +49,9 @@ func renderStatus(w io.Writer, s *api.Status, wide bool) error {
 	}
 	fmt.Fprintf(tw, "Peers:\t%d\n", s.Peers)
 	fmt.Fprintf(tw, "Routes not installed:\t%d\n", len(s.Skipped))
+	if fp := s.FastPath; fp != nil {
+		fmt.Fprintf(tw, "eBPF fast path:\t%s\n", renderFastPath(fp))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -250,4 +253,18 @@ func renderIPAM(w io.Writer, m *api.IPAM, wide bool, now time.Time) error {
 	}
 	fmt.Fprintf(w, "\n%d %s\n", len(m.Allocations), noun)
 	return nil
+}
+
+// renderFastPath is the fast path on one line: where it is attached and
+// what its programs did with the packets they saw.
+func renderFastPath(fp *api.FastPath) string {
+	if fp.Error != "" {
+		return "on, state unknown: " + fp.Error
+	}
+	out := fmt.Sprintf("on, %d devices (%d pods); packets redirected %d", fp.Devices, fp.Pods, fp.Packets["redirected"])
+	var stack []string
+	for _, k := range []string{"nat", "spoofed", "notPod", "fib", "other"} {
+		stack = append(stack, fmt.Sprintf("%s %d", k, fp.Packets[k]))
+	}
+	return out + ", left to the stack: " + strings.Join(stack, ", ")
 }

@@ -70,8 +70,8 @@ type tpPath struct {
 type tpCase struct {
 	name                                      string
 	base, kernel, strait, nodes, tunnel, fast tpPath
-	target                              float64
-	baseName, desc                      string
+	target                                    float64
+	baseName, desc                            string
 	// check verifies after the rounds that the traffic took the intended
 	// path (nil: nothing to check).
 	check func(b *testing.B)

@@ -35,6 +35,21 @@ type Status struct {
 	VTEPs   []VTEP    `json:"vteps"`
 	Peers   int       `json:"peers"`
 	Skipped []Skipped `json:"skipped"`
+	// FastPath is the eBPF fast path's state when it is enabled.
+	FastPath *FastPath `json:"fastPath,omitempty"`
+}
+
+// FastPath is the state of the eBPF fast path on a node.
+type FastPath struct {
+	PinDir string `json:"pinDir"`
+	// Devices have the programs attached; Pods counts the pods among them.
+	Devices int `json:"devices"`
+	Pods    int `json:"pods"`
+	// Packets by what the programs did with them: redirected, or left to
+	// the stack and why (nat, spoofed, notPod, fib, other).
+	Packets map[string]uint64 `json:"packets,omitempty"`
+	// Error is why the state or the counters could not be read.
+	Error string `json:"error,omitempty"`
 }
 
 // Pool is one range this node allocates pod addresses from.

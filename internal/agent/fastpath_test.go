@@ -1,0 +1,128 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/strait-net/strait/internal/datapath"
+)
+
+// fastPathDP is an OverlayDatapath that records SetFastPath calls (the
+// other methods are not used here).
+type fastPathDP struct {
+	OverlayDatapath
+	calls chan datapath.FastPath
+}
+
+func (f *fastPathDP) SetFastPath(fp datapath.FastPath) (datapath.FastPathStatus, error) {
+	f.calls <- fp
+	return datapath.FastPathStatus{Devices: []string{"eth0", "strait.vxlan4", "strtaaaaaaaaaaa"}, Pods: 1}, nil
+}
+
+func (f *fastPathDP) FastPathCounters(string) (datapath.FastPathCounters, error) {
+	return datapath.FastPathCounters{Redirected: 100, NAT: 3, FIB: 1}, nil
+}
+
+// straitctl status and /metrics show what the last SetFastPath left and
+// the programs' counters.
+func TestFastPathStatusAndMetrics(t *testing.T) {
+	dp := &fastPathDP{calls: make(chan datapath.FastPath, 1)}
+	cc := &clusterController{log: slog.New(slog.DiscardHandler), topo: newTopology(), dp: dp,
+		cfg: &Config{IPAMMode: IPAMBlocks, FastPath: FastPathConfig{Enabled: true, PinDir: "/sys/fs/bpf/x"}}}
+	if got := cc.fastPathAPI(); got.Error == "" {
+		t.Fatalf("before the first apply: %+v, want an error saying so", got)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newFastPathCollector(cc))
+	if n, err := promtest.GatherAndCount(reg); err != nil || n != 0 {
+		t.Fatalf("metrics before the first apply: %d, %v", n, err)
+	}
+	if err := cc.applyFastPath(); err != nil {
+		t.Fatal(err)
+	}
+	got := cc.fastPathAPI()
+	if got.Devices != 3 || got.Pods != 1 || got.Packets["redirected"] != 100 || got.Packets["nat"] != 3 || got.Error != "" {
+		t.Fatalf("status: %+v", got)
+	}
+	want := `
+# HELP strait_fastpath_devices Interfaces with the fast path's programs attached.
+# TYPE strait_fastpath_devices gauge
+strait_fastpath_devices 3
+# HELP strait_fastpath_packets_total Packets the eBPF fast path's programs saw, by result: redirected, or left to the stack and why.
+# TYPE strait_fastpath_packets_total counter
+strait_fastpath_packets_total{result="fib"} 1
+strait_fastpath_packets_total{result="nat"} 3
+strait_fastpath_packets_total{result="notPod"} 0
+strait_fastpath_packets_total{result="other"} 0
+strait_fastpath_packets_total{result="redirected"} 100
+strait_fastpath_packets_total{result="spoofed"} 0
+`
+	if err := promtest.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFastPathConfig(t *testing.T) {
+	cc := &clusterController{log: slog.New(slog.DiscardHandler), topo: newTopology(),
+		cfg: &Config{IPAMMode: IPAMBlocks, NodeName: "self", FastPath: FastPathConfig{PinDir: "/sys/fs/bpf/strait"}}}
+	cc.topo.pools["a"] = poolSettings{CIDR: netip.MustParsePrefix("10.244.0.0/16")}
+	cc.topo.pools["b"] = poolSettings{CIDR: netip.MustParsePrefix("fd42:244::/48"), Disabled: true}
+	cc.topo.uplink = "eth0"
+	cc.topo.self = nodeInfo{Name: "self",
+		V4: &vtepInfo{Underlay: netip.MustParseAddr("10.90.1.11"), TunnelAddr: netip.MustParseAddr("10.244.1.0")},
+		V6: &vtepInfo{Underlay: netip.MustParseAddr("fd42:90:1::11")}} // no IPv6 block yet: no strait.vxlan6
+
+	if got := cc.fastPathConfig(); got.Enabled || got.PinDir != "/sys/fs/bpf/strait" || len(got.Uplinks)+len(got.PodRanges) != 0 {
+		t.Fatalf("disabled: %+v, want only the pin directory (to remove an earlier fast path)", got)
+	}
+	cc.cfg.FastPath.Enabled = true
+	got := cc.fastPathConfig()
+	// A disabled pool's addresses still belong to pods (allocated before).
+	if len(got.PodRanges) != 2 {
+		t.Errorf("pod ranges %v, want both pools", got.PodRanges)
+	}
+	if want := []string{"eth0", datapath.VTEPDevice4}; len(got.Uplinks) != 2 || got.Uplinks[0] != want[0] || got.Uplinks[1] != want[1] {
+		t.Errorf("uplinks %v, want %v", got.Uplinks, want)
+	}
+}
+
+// A pod wired or removed through CNI reaches the fast path without waiting
+// for the resync.
+func TestFastPathFollowsCNI(t *testing.T) {
+	dp := &fastPathDP{calls: make(chan datapath.FastPath, 4)}
+	cc := &clusterController{log: slog.New(slog.DiscardHandler), topo: newTopology(), dp: dp,
+		wake: make(chan struct{}, 1), fastWake: make(chan struct{}, 1), dirty: map[string]bool{},
+		cfg: &Config{IPAMMode: IPAMBlocks, ResyncPeriod: Duration{time.Hour}, FastPath: FastPathConfig{Enabled: true, PinDir: "/sys/fs/bpf/x"}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go cc.loop(ctx)
+
+	f := newFixture(t, "10.244.0.0/24")
+	f.h.podsChanged = cc.kickFastPath
+	expectCall := func(what string) {
+		t.Helper()
+		select {
+		case fp := <-dp.calls:
+			if !fp.Enabled {
+				t.Fatalf("%s: SetFastPath(%+v), want it enabled", what, fp)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: the fast path was not applied", what)
+		}
+	}
+	if _, err := f.h.Add(ctx, f.att("c1")); err != nil {
+		t.Fatal(err)
+	}
+	expectCall("after ADD")
+	if err := f.h.Del(ctx, f.att("c1")); err != nil {
+		t.Fatal(err)
+	}
+	expectCall("after DEL")
+}
