@@ -240,13 +240,15 @@ func TestDaemonSet(t *testing.T) {
 	for _, m := range c.VolumeMounts {
 		mounts[hostPaths[m.Name]] = m
 	}
-	for _, path := range []string{"/var/lib/strait", "/run/strait", "/etc/cni/net.d", "/run/netns", "/var/run/netns"} {
+	// The bpffs: the eBPF fast path pins there, on the host, so its
+	// programs outlive the container.
+	for _, path := range []string{"/var/lib/strait", "/run/strait", "/etc/cni/net.d", "/run/netns", "/var/run/netns", "/sys/fs/bpf"} {
 		m, ok := mounts[path]
 		if !ok || m.MountPath != path || m.ReadOnly {
 			t.Errorf("host %s: mounted %+v; want read-write at the same path", path, m)
 			continue
 		}
-		wantProp := strings.HasSuffix(path, "/netns")
+		wantProp := strings.HasSuffix(path, "/netns") || path == "/sys/fs/bpf"
 		if got := m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationHostToContainer; got != wantProp {
 			t.Errorf("host %s: propagation %v", path, m.MountPropagation)
 		}
