@@ -245,11 +245,22 @@ func loadFastPath(dir string) (*ebpf.Collection, error) {
 }
 
 // fpDevices lists the devices to attach to: every Strait host veth, with
-// the pod addresses its host routes carry, and the uplinks by name.
+// the pod addresses its host routes carry (one route dump for all pods),
+// and the uplinks by name.
 func fpDevices(h netlinksafe.Handle, uplinks []string) ([]fpDevice, error) {
 	links, err := h.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
+	}
+	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	hostRoutes := map[int][]netip.Addr{} // link index -> /32 and /128 destinations
+	for _, r := range routes {
+		if p, ok := prefixOf(r.Dst); ok && p.IsSingleIP() {
+			hostRoutes[r.LinkIndex] = append(hostRoutes[r.LinkIndex], p.Addr())
+		}
 	}
 	var out []fpDevice
 	for _, l := range links {
@@ -258,23 +269,14 @@ func fpDevices(h netlinksafe.Handle, uplinks []string) ([]fpDevice, error) {
 			continue
 		}
 		dv := fpDevice{name: a.Name, ifindex: a.Index, prog: fpProgFromPod, val: fpDev{Kind: fpDevPod}}
-		routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: a.Index, Table: unix.RT_TABLE_MAIN},
-			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return nil, fmt.Errorf("list routes of %s: %w", a.Name, err)
-		}
-		for _, r := range routes {
-			p, ok := prefixOf(r.Dst)
-			if !ok || !p.IsSingleIP() {
-				continue
-			}
+		for _, ad := range hostRoutes[a.Index] {
 			switch {
-			case p.Addr().Is4() && dv.val.Flags&fpHasV4 == 0:
+			case ad.Is4() && dv.val.Flags&fpHasV4 == 0:
 				dv.val.Flags |= fpHasV4
-				dv.val.V4 = p.Addr().As4()
-			case p.Addr().Is6() && dv.val.Flags&fpHasV6 == 0:
+				dv.val.V4 = ad.As4()
+			case ad.Is6() && dv.val.Flags&fpHasV6 == 0:
 				dv.val.Flags |= fpHasV6
-				dv.val.V6 = p.Addr().As16()
+				dv.val.V6 = ad.As16()
 			}
 		}
 		out = append(out, dv)
