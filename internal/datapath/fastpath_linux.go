@@ -343,9 +343,21 @@ func (d *Datapath) syncLinks(dir string, coll *ebpf.Collection, devs []fpDevice)
 			}
 		}
 	}
+	// The programs' IDs, read once: a pinned link already running ours is
+	// left alone.
+	ids := map[string]ebpf.ProgramID{}
+	for name, prog := range coll.Programs {
+		info, err := prog.Info()
+		if err != nil {
+			return fmt.Errorf("program %s info: %w", name, err)
+		}
+		if id, ok := info.ID(); ok {
+			ids[name] = id
+		}
+	}
 	for _, dv := range devs {
 		prog := coll.Programs[dv.prog]
-		if err := d.ensureLink(filepath.Join(dir, fpPinName(dv.name)), dv, prog); err != nil {
+		if err := d.ensureLink(filepath.Join(dir, fpPinName(dv.name)), dv, prog, ids[dv.prog]); err != nil {
 			return fmt.Errorf("attach to %s: %w", dv.name, err)
 		}
 	}
@@ -358,7 +370,9 @@ func fpPinName(name string) string {
 	return strings.NewReplacer("%", "%25", ".", "%2E").Replace(name)
 }
 
-func (d *Datapath) ensureLink(pin string, dv fpDevice, prog *ebpf.Program) error {
+// ensureLink attaches prog (whose ID is id, 0 if unknown) to dv through a
+// link pinned at pin, adopting a pinned link on the same interface.
+func (d *Datapath) ensureLink(pin string, dv fpDevice, prog *ebpf.Program, id ebpf.ProgramID) error {
 	l, err := link.LoadPinnedLink(pin, nil)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -371,11 +385,7 @@ func (d *Datapath) ensureLink(pin string, dv fpDevice, prog *ebpf.Program) error
 			return fmt.Errorf("pinned link info: %w", err)
 		}
 		if tcx := info.TCX(); tcx != nil && int(tcx.Ifindex) == dv.ifindex {
-			pinfo, err := prog.Info()
-			if err != nil {
-				return fmt.Errorf("program info: %w", err)
-			}
-			if id, ok := pinfo.ID(); ok && id == info.Program {
+			if id != 0 && id == info.Program {
 				return nil
 			}
 			if err := l.Update(prog); err != nil {
