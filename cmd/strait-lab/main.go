@@ -21,7 +21,8 @@ const usage = `usage: strait-lab [flags] COMMAND
   up                 bring the lab up (builds the Kubernetes binaries on first use;
                      --flows: also the Flow Aggregator, every agent exporting to it;
                      --router frr|bird: a BGP router peering with every node;
-                     --ip-family ipv4: an IPv4-only cluster, default dual)
+                     --ip-family ipv4: an IPv4-only cluster, default dual;
+                     --fast-path: every agent with the eBPF fast path on)
   down               remove everything the lab made (also after a failed up)
   status             nodes, daemons, what is unhealthy and why
   kubeconfig         print the path of the lab's kubeconfig
@@ -41,6 +42,7 @@ func main() {
 	fs := flag.NewFlagSet("strait-lab", flag.ExitOnError)
 	dir := fs.String("dir", envOr("STRAIT_LAB_DIR", ".lab"), "lab folder (state, configs, logs)")
 	nodes := fs.Int("nodes", 3, "Kubernetes nodes (up)")
+	fastPath := fs.Bool("fast-path", false, "turn on every agent's eBPF fast path, pinned on a bpffs under the lab's directory (up)")
 	flows := fs.Bool("flows", false, "run the Flow Aggregator (aggregate mode) and make every agent export flows to it (up)")
 	router := fs.String("router", "", "run a BGP router (frr or bird) in the router namespace, peering with every node (up)")
 	ipFamily := fs.String("ip-family", lab.IPFamilyDual, "IP families of the cluster: dual (IPv4 and IPv6) or ipv4 (up)")
@@ -92,7 +94,7 @@ func main() {
 
 	switch cmd {
 	case "up":
-		err = lab.UpCluster(ctx, o, lab.ClusterOptions{Nodes: *nodes, Self: self, Encapsulation: *encap, Flows: *flows, Router: *router, IPFamily: *ipFamily})
+		err = lab.UpCluster(ctx, o, lab.ClusterOptions{Nodes: *nodes, Self: self, Encapsulation: *encap, Flows: *flows, FastPath: *fastPath, Router: *router, IPFamily: *ipFamily})
 	case "cni-lab":
 		err = lab.Up(ctx, o)
 	case "down":

@@ -102,7 +102,7 @@ func (cc *clusterController) fastPathAPI() *api.FastPath {
 
 func fastPathPackets(c datapath.FastPathCounters) map[string]uint64 {
 	return map[string]uint64{"redirected": c.Redirected, "nat": c.NAT, "spoofed": c.Spoofed,
-		"notPod": c.NotPod, "fib": c.FIB, "other": c.Other}
+		"notPod": c.NotPod, "fib": c.FIB, "other": c.Other, "local": c.Local}
 }
 
 // fastPathCollector exports the programs' counters, read at every scrape.

@@ -58,6 +58,7 @@ strait_fastpath_devices 3
 # HELP strait_fastpath_packets_total Packets the eBPF fast path's programs saw, by result: redirected, or left to the stack and why.
 # TYPE strait_fastpath_packets_total counter
 strait_fastpath_packets_total{result="fib"} 1
+strait_fastpath_packets_total{result="local"} 0
 strait_fastpath_packets_total{result="nat"} 3
 strait_fastpath_packets_total{result="notPod"} 0
 strait_fastpath_packets_total{result="other"} 0

@@ -263,7 +263,7 @@ func renderFastPath(fp *api.FastPath) string {
 	}
 	out := fmt.Sprintf("on, %d devices (%d pods); packets redirected %d", fp.Devices, fp.Pods, fp.Packets["redirected"])
 	var stack []string
-	for _, k := range []string{"nat", "spoofed", "notPod", "fib", "other"} {
+	for _, k := range []string{"local", "nat", "spoofed", "notPod", "fib", "other"} {
 		stack = append(stack, fmt.Sprintf("%s %d", k, fp.Packets[k]))
 	}
 	return out + ", left to the stack: " + strings.Join(stack, ", ")

@@ -32,8 +32,9 @@ type FastPathCounters struct {
 	NAT        uint64 // left to the stack: the connection has NAT
 	Spoofed    uint64 // left to the stack: a pod's source address is not its own
 	NotPod     uint64 // left to the stack: not to a pod range, or out of an unmanaged device
-	FIB        uint64 // left to the stack: the FIB did not forward it (local, unresolved neighbour)
+	FIB        uint64 // left to the stack: the FIB did not forward it (unresolved neighbour, unreachable)
 	Other      uint64 // left to the stack: not TCP/UDP over plain IPv4/IPv6, TTL, fragments
+	Local      uint64 // left to the stack: to this node itself (local or broadcast route)
 }
 
 // FastPathStatus is what SetFastPath left in place.

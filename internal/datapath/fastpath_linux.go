@@ -123,6 +123,11 @@ func (d *Datapath) setFastPath(fp FastPath) (FastPathStatus, error) {
 	if err != nil {
 		return FastPathStatus{}, err
 	}
+	// Checked on the nearest existing directory first, so a wrong path is
+	// refused without creating anything, and again once dir exists.
+	if err := requireBPFFS(existingAncestor(dir)); err != nil {
+		return FastPathStatus{}, err
+	}
 	if err := os.MkdirAll(filepath.Join(dir, fpLinksDir), 0o700); err != nil {
 		return FastPathStatus{}, err
 	}
@@ -203,6 +208,20 @@ func requireBPFFS(dir string) error {
 		return fmt.Errorf("%s is not on a bpffs (mount -t bpf bpf /sys/fs/bpf)", dir)
 	}
 	return nil
+}
+
+// existingAncestor returns dir or the nearest of its parents that exists.
+func existingAncestor(dir string) string {
+	for {
+		if _, err := os.Stat(dir); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return dir
+		}
+		dir = parent
+	}
 }
 
 // removeFastPath deletes the pins under dir (detaching the programs) and
@@ -419,7 +438,7 @@ func (d *Datapath) FastPathCounters(pinDir string) (FastPathCounters, error) {
 		return FastPathCounters{}, fmt.Errorf("fast path counters: %w", err)
 	}
 	defer m.Close()
-	var c [6]uint64
+	var c [7]uint64
 	for i := range c {
 		var perCPU []uint64
 		if err := m.Lookup(uint32(i), &perCPU); err != nil {
@@ -429,5 +448,5 @@ func (d *Datapath) FastPathCounters(pinDir string) (FastPathCounters, error) {
 			c[i] += v
 		}
 	}
-	return FastPathCounters{Redirected: c[0], NAT: c[1], Spoofed: c[2], NotPod: c[3], FIB: c[4], Other: c[5]}, nil
+	return FastPathCounters{Redirected: c[0], NAT: c[1], Spoofed: c[2], NotPod: c[3], FIB: c[4], Other: c[5], Local: c[6]}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -259,8 +260,13 @@ func TestFastPath(t *testing.T) {
 		if err := roundTrip(n1.pod, listenEcho(t, n2.ns, n2.v4.String())); err != nil {
 			t.Fatal(err)
 		}
-		if c1 := counterSum(t, nodes, dirs); c1.NotPod == c0.NotPod {
+		c1 := counterSum(t, nodes, dirs)
+		if c1.NotPod == c0.NotPod {
 			t.Errorf("not-pod counter did not move (%d)", c1.NotPod)
+		}
+		// On n2 the connection's packets are for the node itself.
+		if c1.Local == c0.Local {
+			t.Errorf("local counter did not move (%d)", c1.Local)
 		}
 	})
 
@@ -336,6 +342,7 @@ func counterSum(t *testing.T, nodes []*ovNode, dirs map[*ovNode]string) FastPath
 		s.NotPod += c.NotPod
 		s.FIB += c.FIB
 		s.Other += c.Other
+		s.Local += c.Local
 	}
 	return s
 }
@@ -369,6 +376,14 @@ func TestFastPathRefusals(t *testing.T) {
 		if _, err := dp.SetFastPath(c.fp); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("SetFastPath(%+v) = %v, want an error containing %q", c.fp, err, c.want)
 		}
+	}
+	// A wrong path is refused before anything is created on it.
+	wrong := filepath.Join(t.TempDir(), "not", "bpffs")
+	if _, err := dp.SetFastPath(FastPath{Enabled: true, PinDir: wrong}); err == nil || !strings.Contains(err.Error(), "not on a bpffs") {
+		t.Errorf("SetFastPath on %s = %v, want a refusal naming bpffs", wrong, err)
+	}
+	if _, err := os.Stat(filepath.Dir(wrong)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the refused pin directory's parent exists afterwards (stat: %v)", err)
 	}
 	// Disabling on an ordinary directory must not delete it.
 	plain := t.TempDir()

@@ -40,6 +40,9 @@ type ClusterOptions struct {
 	// IPv4-only cluster: Kubernetes and Strait's pools single-stack; the
 	// lab's links keep their IPv6 addresses, unused by the cluster).
 	IPFamily string
+	// FastPath turns on every agent's eBPF fast path (fastpath.go), its
+	// pins on a bpffs the lab mounts under its directory.
+	FastPath bool
 }
 
 // The lab's IP family choices (ClusterOptions.IPFamily).
@@ -63,9 +66,13 @@ func (c ClusterOptions) families(v4, v6 string) []string {
 func (c ClusterOptions) validate() error {
 	switch c.IPFamily {
 	case "", IPFamilyDual, IPFamilyIPv4:
-		return nil
+	default:
+		return fmt.Errorf("IP family %q: want %s or %s", c.IPFamily, IPFamilyDual, IPFamilyIPv4)
 	}
-	return fmt.Errorf("IP family %q: want %s or %s", c.IPFamily, IPFamilyDual, IPFamilyIPv4)
+	if c.FastPath && c.Flows {
+		return errors.New("--fast-path and --flows exclude each other: fast-pathed connections never enter conntrack, so flow export would miss them")
+	}
+	return nil
 }
 
 func (c ClusterOptions) encap() string {
@@ -121,7 +128,7 @@ func (o *Options) bringUpNode(ctx context.Context, s *State, c ClusterOptions, n
 	files := map[string]string{
 		filepath.Join(d.containerd, "config.toml"): containerdConfig(d),
 		filepath.Join(d.root, "kubelet.yaml"):      kubeletConfig(n, d, p.CA, p.KubeletCert, p.KubeletKey, o.prefix()),
-		filepath.Join(d.root, "agent.yaml"):        agentConfig(n, d, p.AgentKubeconfig, c.encap(), c.dual()) + agentFlowsConfig(s.Flows.Collector, c.families(ServiceCIDRv4, ServiceCIDRv6)) + agentBGPConfig(c.Router),
+		filepath.Join(d.root, "agent.yaml"):        agentConfig(n, d, p.AgentKubeconfig, c.encap(), c.dual()) + agentFlowsConfig(s.Flows.Collector, c.families(ServiceCIDRv4, ServiceCIDRv6)) + agentBGPConfig(c.Router) + agentFastPathConfig(c.FastPath, o.fastPathPinDir(n.Name)),
 		filepath.Join(d.root, "resolv.conf"):       "",
 	}
 	if err := writeFiles(files); err != nil {

@@ -193,7 +193,7 @@ func Down(ctx context.Context, o Options) error {
 			errs = append(errs, err)
 		}
 	}
-	for _, f := range []string{"state.json", "agent.sock", "cache", "cni.log", "state", "agent.log", "agent.yaml", "net.d", "nodes", "cp", "kubeconfig", "aggregator.yaml", "router"} {
+	for _, f := range []string{"state.json", "agent.sock", "cache", "cni.log", "state", "agent.log", "agent.yaml", "net.d", "nodes", "cp", "kubeconfig", "aggregator.yaml", "router", "bpffs"} {
 		if err := os.RemoveAll(filepath.Join(o.Dir, f)); err != nil {
 			errs = append(errs, err)
 		}

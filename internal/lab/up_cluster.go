@@ -177,6 +177,11 @@ func UpCluster(ctx context.Context, o Options, c ClusterOptions) (err error) {
 			return err
 		}
 	}
+	if c.FastPath {
+		if err := step("bpffs for the agents' eBPF fast path ("+o.bpffsDir()+")", o.mountBPFFS); err != nil {
+			return err
+		}
+	}
 	for _, n := range nodes {
 		nf, ok := cl.Node(n.Name)
 		if !ok {

@@ -427,17 +427,20 @@ func TestLabThreeNodes(t *testing.T) {
 }
 
 // Upstream acceptance on one 3-node lab across two subnets, dual-stack,
-// with the pools in VXLAN mode (every cross-node packet encapsulated):
-// e2e.test '[sig-network] Networking Granular Checks: Pods' and the 13
-// '[sig-network] Services' specs of lab.ServicesE2EFocus (kube-proxy in
-// nftables mode over Strait's pod network); then the pools switched to
+// with the pools in VXLAN mode (every cross-node packet encapsulated) and
+// the agents' eBPF fast path on: e2e.test '[sig-network] Networking
+// Granular Checks: Pods' and the 13 '[sig-network] Services' specs of
+// lab.ServicesE2EFocus (kube-proxy in nftables mode over Strait's pod
+// network; Service traffic stays with the stack), pod-to-pod transfers the
+// fast path must carry (fastpath_test.go); then the pools switched to
 // VXLANCrossSubnet through the API (applied by the running agents) and the
 // Granular Checks again (cluster_test.go).
 func TestUpstreamNetworkingVXLAN(t *testing.T) {
 	e := newLabEnv(t)
-	e.mustRun("up", "--nodes", "3", "--encap", "VXLAN")
+	e.mustRun("up", "--nodes", "3", "--encap", "VXLAN", "--fast-path")
 	upstreamE2E(t, e, "4 Passed | 0 Failed")
 	upstreamE2E(t, e, "13 Passed | 0 Failed", "--focus", lab.ServicesE2EFocus)
+	fastPathTransfers(t, e, 2)
 	crossSubnetWithoutRestart(t, e, "default-ipv4", "default-ipv6")
 	upstreamE2E(t, e, "4 Passed | 0 Failed")
 }

@@ -115,8 +115,9 @@ enum {
 	CNT_NAT,	  // left to the stack: the connection has NAT
 	CNT_SPOOF,	  // left to the stack: a pod sent from an address not its own
 	CNT_NOT_POD,	  // left to the stack: not to a pod range, or out of a device Strait does not manage
-	CNT_FIB,	  // left to the stack: the FIB did not forward it (local, no neighbour, ...)
+	CNT_FIB,	  // left to the stack: the FIB did not forward it (no neighbour, unreachable, ...)
 	CNT_OTHER,	  // left to the stack: not TCP/UDP over plain IPv4/IPv6, TTL, fragments
+	CNT_LOCAL,	  // left to the stack: to this node itself (the FIB's local or broadcast routes)
 	CNT_MAX,
 };
 
@@ -167,13 +168,18 @@ static __always_inline int out(struct __sk_buff *skb, struct bpf_fib_lookup *p, 
 }
 
 // route looks p up in the FIB and returns the managed device the packet
-// leaves by, or 0 (counted) when it stays with the stack: the FIB does not
-// forward it, it would leave by the device it came in on, or by a device
+// leaves by, or 0 (counted) when it stays with the stack: it is to this
+// node, the FIB does not forward it, it would leave by the device it came in on, or by a device
 // Strait does not manage (from another node: by anything but a pod).
 static __always_inline struct dev *route(struct __sk_buff *skb, struct bpf_fib_lookup *p, struct dev *src)
 {
 	p->ifindex = skb->ingress_ifindex;
-	if (bpf_fib_lookup(skb, p, sizeof(*p), 0) != BPF_FIB_LKUP_RET_SUCCESS || p->ifindex == skb->ingress_ifindex) {
+	long rc = bpf_fib_lookup(skb, p, sizeof(*p), 0);
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED) {
+		count(CNT_LOCAL, 0);
+		return 0;
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS || p->ifindex == skb->ingress_ifindex) {
 		count(CNT_FIB, 0);
 		return 0;
 	}

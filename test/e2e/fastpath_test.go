@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/strait-net/strait/internal/ctl/api"
+	"github.com/strait-net/strait/internal/lab/images"
+)
+
+// fastPathPackets reads every node's eBPF fast path counters through
+// `straitctl status -o json` on that node's socket.
+func (e *labEnv) fastPathPackets(t *testing.T, nodes ...string) map[string]map[string]uint64 {
+	t.Helper()
+	out := map[string]map[string]uint64{}
+	for _, n := range nodes {
+		sock := filepath.Join(e.dir, "nodes", n, "strait", "cni.sock")
+		b, err := exec.Command(filepath.Join(filepath.Dir(e.bin), "straitctl"), "--socket", sock, "status", "-o", "json").Output()
+		if err != nil {
+			t.Fatalf("straitctl status on %s: %v", n, err)
+		}
+		var st api.Status
+		if err := json.Unmarshal(b, &st); err != nil {
+			t.Fatalf("straitctl status -o json on %s: %v\n%s", n, err, b)
+		}
+		if st.FastPath == nil || st.FastPath.Error != "" || st.FastPath.Pods == 0 {
+			t.Fatalf("node %s: fast path not active: %+v", n, st.FastPath)
+		}
+		out[n] = st.FastPath.Packets
+	}
+	return out
+}
+
+// fastPathDelta is after - before per node and result, rendered for a log.
+func fastPathDelta(before, after map[string]map[string]uint64) (map[string]map[string]uint64, string) {
+	d := map[string]map[string]uint64{}
+	var s strings.Builder
+	for n, a := range after {
+		d[n] = map[string]uint64{}
+		fmt.Fprintf(&s, "%s:", n)
+		for _, k := range []string{"redirected", "nat", "spoofed", "notPod", "fib", "other"} {
+			d[n][k] = a[k] - before[n][k]
+			fmt.Fprintf(&s, " %s=%d", k, d[n][k])
+		}
+		s.WriteString("\n")
+	}
+	return d, s.String()
+}
+
+// fastPathTransfers runs on a lab brought up with --fast-path: 8 MiB over
+// HTTP from a server pod on n1 and one on n2 to a client pod on n1, in
+// every family of the lab. Each transfer must arrive whole and be carried
+// by the eBPF fast path: at least 64 redirected packets on every node it
+// crosses (8 MiB is at least 128 packets of 64 KiB; the stack's path
+// redirects none).
+func fastPathTransfers(t *testing.T, e *labEnv, families int) {
+	t.Helper()
+	const size = 8 << 20
+	server := fmt.Sprintf("mkdir -p /tmp/www && head -c %d /dev/zero > /tmp/www/big && exec httpd -f -p 8080 -h /tmp/www", size)
+	pods := map[string]string{"fp-srv-n1": "n1", "fp-srv-n2": "n2", "fp-cli-n1": "n1"}
+	for p, n := range pods {
+		cmd := []string{"sleep", "3600"}
+		if strings.HasPrefix(p, "fp-srv") {
+			cmd = []string{"sh", "-c", server}
+		}
+		e.mustKubectl(append([]string{"run", p, "--image=" + images.ToolsImage, "--restart=Never",
+			"--overrides", `{"spec":{"nodeName":"` + n + `"}}`, "--"}, cmd...)...)
+	}
+	t.Cleanup(func() { _, _ = e.kubectl("delete", "pod", "fp-srv-n1", "fp-srv-n2", "fp-cli-n1", "--wait=false") })
+	e.mustKubectl("wait", "--for=condition=Ready", "pod/fp-srv-n1", "pod/fp-srv-n2", "pod/fp-cli-n1", "--timeout=90s")
+	for _, srv := range []string{"fp-srv-n1", "fp-srv-n2"} {
+		ips := strings.Fields(e.mustKubectl("get", "pod", srv, "-o", "jsonpath={.status.podIPs[*].ip}"))
+		if len(ips) != families {
+			t.Fatalf("pod %s has addresses %v, want %d", srv, ips, families)
+		}
+		nodes := []string{"n1"}
+		if pods[srv] != "n1" {
+			nodes = append(nodes, pods[srv])
+		}
+		for _, ip := range ips {
+			url := "http://" + net.JoinHostPort(ip, "8080") + "/big"
+			// httpd may still be writing its file: wait until it serves.
+			var got string
+			var err error
+			for try := 0; try < 20; try++ {
+				if got, err = e.podRead("fp-cli-n1", "curl -gsf -o /dev/null -w '%{size_download}' "+url); err == nil {
+					break
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", url, err)
+			}
+			before := e.fastPathPackets(t, nodes...)
+			if got, err = e.podRead("fp-cli-n1", "curl -gsf -o /dev/null -w '%{size_download}' "+url); err != nil || strings.TrimSpace(got) != strconv.Itoa(size) {
+				t.Fatalf("%s from fp-cli-n1: got %q bytes, %v; want %d", url, got, err, size)
+			}
+			d, s := fastPathDelta(before, e.fastPathPackets(t, nodes...))
+			t.Logf("fast path during 8 MiB %s -> fp-cli-n1 (%s):\n%s", srv, ip, s)
+			for _, n := range nodes {
+				if d[n]["redirected"] < 64 {
+					t.Errorf("%s -> fp-cli-n1 (%s): node %s redirected %d packets, want >= 64:\n%s", srv, ip, n, d[n]["redirected"], s)
+				}
+			}
+		}
+	}
+}
