@@ -45,7 +45,7 @@ func fastPathDelta(before, after map[string]map[string]uint64) (map[string]map[s
 	for n, a := range after {
 		d[n] = map[string]uint64{}
 		fmt.Fprintf(&s, "%s:", n)
-		for _, k := range []string{"redirected", "nat", "spoofed", "notPod", "fib", "other"} {
+		for _, k := range []string{"redirected", "local", "nat", "spoofed", "notPod", "fib", "other"} {
 			d[n][k] = a[k] - before[n][k]
 			fmt.Fprintf(&s, " %s=%d", k, d[n][k])
 		}
