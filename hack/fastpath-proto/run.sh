@@ -5,9 +5,12 @@
 # pod -> pod through the kernel, pod -> pod through fwd.o's fast path,
 # interleaved. Everything lives in namespaces named sfp-*, deleted on every
 # exit. Needs root, clang, iperf3, nft, tc, python3.
-#   usage: run.sh [ROUNDS] [vxlan|native]
+#   usage: run.sh [ROUNDS] [vxlan|native|encap]
+# encap: the VXLAN topology, and pod -> pod with encap.c's transmit-side
+# encapsulation in BPF as one more measured path.
 set -euo pipefail
 R=${1:-9}; MODE=${2:-vxlan}
+TOPO=$MODE; [ "$MODE" = encap ] && TOPO=vxlan
 cd "$(dirname "$0")"
 P=sfp
 NS=(br n1 n2 p1 p2 p3)
@@ -64,7 +67,7 @@ pod n1 p3 hp3 10.244.1.3 02:00:00:00:01:03
 for i in 1 2; do j=$((3 - i))
 	ip -n $P-n$i neigh add 10.244.$j.0 lladdr 02:00:00:00:00:0$j dev vx nud permanent
 	$X $P-n$i bridge fdb add 02:00:00:00:00:0$j dev vx dst 198.51.100.$j
-	if [ "$MODE" = vxlan ]; then
+	if [ "$TOPO" = vxlan ]; then
 		ip -n $P-n$i route add 10.244.$j.0/24 via 10.244.$j.0 dev vx onlink
 	else
 		ip -n $P-n$i route add 10.244.$j.2/32 via 198.51.100.$j dev eth0
@@ -72,13 +75,25 @@ for i in 1 2; do j=$((3 - i))
 	fi
 done
 
-fastpath() { # on|off
+# encap.c per node: its addresses and ifindexes are compiled in.
+if [ "$MODE" = encap ]; then
+	for i in 1 2; do j=$((3 - i))
+		vx=$(ip -n $P-n$i -o link show vx | cut -d: -f1); up=$(ip -n $P-n$i -o link show eth0 | cut -d: -f1)
+		clang -O2 -g -target bpf -I/usr/include/"$(uname -m)"-linux-gnu -DLOCAL_IP=0xc63364$(printf %02x $i) \
+			-DREMOTE_IP=0xc63364$(printf %02x $j) -DVX_IFINDEX="$vx" -DUPLINK_IFINDEX="$up" -c encap.c -o "$(dirname "$OBJ")/encap$i.o"
+	done
+fi
+fastpath() { # on|off|encap (encap: encap.c on p1's and p2's host veths)
 	for i in 1 2; do
 		for d in ${PODIFS[$i]} vx eth0; do $X $P-n$i tc qdisc del dev $d clsact 2>/dev/null || true; done
-		[ "$1" = on ] || continue
+		[ "$1" = off ] && continue
 		for d in ${PODIFS[$i]}; do
 			$X $P-n$i tc qdisc add dev $d clsact
-			$X $P-n$i tc filter add dev $d ingress bpf da obj "$OBJ" program from_pod
+			if [ "$1" = encap ] && [ "$d" = hp ]; then
+				$X $P-n$i tc filter add dev $d ingress bpf da obj "$(dirname "$OBJ")/encap$i.o" sec tc
+			else
+				$X $P-n$i tc filter add dev $d ingress bpf da obj "$OBJ" program from_pod
+			fi
 		done
 		for d in vx eth0; do
 			$X $P-n$i tc qdisc add dev $d clsact
@@ -110,9 +125,25 @@ N
 iperf $P-p1 10.96.0.10 >/dev/null || { echo "DNAT connection failed with the fast path on" >&2; exit 1; }
 $X $P-n1 nft delete table ip kp
 fastpath off
+if [ "$MODE" = encap ]; then
+	# encap.c must carry p1's traffic: n1's IP layer sends nothing of it.
+	fastpath encap
+	o1=$($X $P-n1 awk '/^Ip:/ { if (h) print $11; h = 1 }' /proc/net/snmp)
+	iperf $P-p1 10.244.2.2 >/dev/null
+	o2=$($X $P-n1 awk '/^Ip:/ { if (h) print $11; h = 1 }' /proc/net/snmp)
+	[ $((o2 - o1)) -lt 1000 ] || { echo "encap not taken: n1 sent $((o2 - o1)) IP packets" >&2; exit 1; }
+	fastpath off
+fi
 
 for r in $(seq "$R"); do
 	a=$(iperf $P-n1 198.51.100.2); v=$(iperf $P-n1 10.244.2.0); k=$(iperf $P-p1 10.244.2.2); sk=$(iperf $P-p1 10.244.1.3)
+	if [ "$MODE" = encap ]; then
+		fastpath on; b=$(iperf $P-p1 10.244.2.2); fastpath off
+		fastpath encap; e=$(iperf $P-p1 10.244.2.2); fastpath off
+		python3 -c "a, v, k, b, e = $a, $v, $k, $b, $e
+print('round $r encap Gbit/s: nodes %.1f  nodes-through-vxlan %.1f  pods-kernel %.1f  pods-fastpath %.1f  pods-fastpath-encap %.1f | /nodes: vxlan-nodes %.2f  pods-kernel %.2f  pods-fastpath %.2f  pods-fastpath-encap %.2f' % (a, v, k, b, e, v/a, k/a, b/a, e/a))"
+		continue
+	fi
 	fastpath on; b=$(iperf $P-p1 10.244.2.2); sb=$(iperf $P-p1 10.244.1.3); fastpath off
 	python3 -c "a, v, k, b, sk, sb = $a, $v, $k, $b, $sk, $sb
 print('round $r $MODE Gbit/s: nodes %.1f  nodes-through-vxlan %.1f  pods-kernel %.1f  pods-fastpath %.1f | /nodes: vxlan-nodes %.2f  pods-kernel %.2f  pods-fastpath %.2f  fastpath/kernel %.2f | same node: kernel %.1f  fastpath %.1f  fastpath/kernel %.2f' % (a, v, k, b, v/a, k/a, b/a, b/k, sk, sb, sb/sk))"

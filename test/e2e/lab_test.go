@@ -445,9 +445,10 @@ func TestUpstreamNetworkingVXLAN(t *testing.T) {
 	upstreamE2E(t, e, "4 Passed | 0 Failed")
 }
 
-// The same Granular Checks on an IPv4-only cluster (`up --ip-family
-// ipv4`): pods get one IPv4 address and no IPv6 pool exists; in VXLAN, then
-// in VXLANCrossSubnet through the API.
+// The same Granular Checks and Services specs on an IPv4-only cluster (`up
+// --ip-family ipv4`, no fast path): pods get one IPv4 address and no IPv6
+// pool exists; in VXLAN, then the Granular Checks in VXLANCrossSubnet
+// through the API.
 func TestUpstreamNetworkingIPv4Only(t *testing.T) {
 	e := newLabEnv(t)
 	e.mustRun("up", "--nodes", "3", "--encap", "VXLAN", "--ip-family", "ipv4")
@@ -461,6 +462,7 @@ func TestUpstreamNetworkingIPv4Only(t *testing.T) {
 	}
 	e.mustKubectl("delete", "pod", "p4", "--wait=false")
 	upstreamE2E(t, e, "4 Passed | 0 Failed")
+	upstreamE2E(t, e, "13 Passed | 0 Failed", "--focus", lab.ServicesE2EFocus)
 	crossSubnetWithoutRestart(t, e, "default-ipv4")
 	upstreamE2E(t, e, "4 Passed | 0 Failed")
 	e.mustRun("down")
