@@ -123,15 +123,13 @@ func (d *Datapath) setFastPath(fp FastPath) (FastPathStatus, error) {
 	if err != nil {
 		return FastPathStatus{}, err
 	}
-	// Checked on the nearest existing directory first, so a wrong path is
-	// refused without creating anything, and again once dir exists.
+	// Checked on dir or its nearest existing parent, so a wrong path is
+	// refused before anything is created; the directories MkdirAll adds
+	// below it are on the same filesystem.
 	if err := requireBPFFS(existingAncestor(dir)); err != nil {
 		return FastPathStatus{}, err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, fpLinksDir), 0o700); err != nil {
-		return FastPathStatus{}, err
-	}
-	if err := requireBPFFS(dir); err != nil {
 		return FastPathStatus{}, err
 	}
 	if d.fast.coll == nil || d.fast.dir != dir {

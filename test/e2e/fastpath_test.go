@@ -3,9 +3,11 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,14 +40,16 @@ func (e *labEnv) fastPathPackets(t *testing.T, nodes ...string) map[string]map[s
 	return out
 }
 
-// fastPathDelta is after - before per node and result, rendered for a log.
+// fastPathDelta is after - before per node and result (every result the
+// agent reports), rendered for a log.
 func fastPathDelta(before, after map[string]map[string]uint64) (map[string]map[string]uint64, string) {
 	d := map[string]map[string]uint64{}
 	var s strings.Builder
-	for n, a := range after {
+	for _, n := range slices.Sorted(maps.Keys(after)) {
+		a := after[n]
 		d[n] = map[string]uint64{}
 		fmt.Fprintf(&s, "%s:", n)
-		for _, k := range []string{"redirected", "local", "nat", "spoofed", "notPod", "fib", "other"} {
+		for _, k := range slices.Sorted(maps.Keys(a)) {
 			d[n][k] = a[k] - before[n][k]
 			fmt.Fprintf(&s, " %s=%d", k, d[n][k])
 		}
