@@ -97,9 +97,11 @@ func (cc *clusterController) fastPathAPI() *api.FastPath {
 		return out
 	}
 	out.Packets = fastPathPackets(c)
+	out.Packets["encapsulated"] = c.Encapsulated
 	return out
 }
 
+// fastPathPackets are the programs' results, each packet counted in one.
 func fastPathPackets(c datapath.FastPathCounters) map[string]uint64 {
 	return map[string]uint64{"redirected": c.Redirected, "nat": c.NAT, "spoofed": c.Spoofed,
 		"notPod": c.NotPod, "fib": c.FIB, "other": c.Other, "local": c.Local}
@@ -109,6 +111,7 @@ func fastPathPackets(c datapath.FastPathCounters) map[string]uint64 {
 type fastPathCollector struct {
 	cc      *clusterController
 	packets *prometheus.Desc
+	encap   *prometheus.Desc
 	devices *prometheus.Desc
 }
 
@@ -116,12 +119,15 @@ func newFastPathCollector(cc *clusterController) *fastPathCollector {
 	return &fastPathCollector{cc: cc,
 		packets: prometheus.NewDesc("strait_fastpath_packets_total",
 			"Packets the eBPF fast path's programs saw, by result: redirected, or left to the stack and why.", []string{"result"}, nil),
+		encap: prometheus.NewDesc("strait_fastpath_encapsulated_packets_total",
+			"Of the redirected packets, those the fast path encapsulated in VXLAN itself and sent out of the uplink.", nil, nil),
 		devices: prometheus.NewDesc("strait_fastpath_devices", "Interfaces with the fast path's programs attached.", nil, nil),
 	}
 }
 
 func (f *fastPathCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- f.packets
+	ch <- f.encap
 	ch <- f.devices
 }
 
@@ -134,8 +140,10 @@ func (f *fastPathCollector) Collect(ch chan<- prometheus.Metric) {
 	c, err := f.cc.dp.FastPathCounters(f.cc.cfg.FastPath.PinDir)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(f.packets, err)
+		ch <- prometheus.NewInvalidMetric(f.encap, err)
 		return
 	}
+	ch <- prometheus.MustNewConstMetric(f.encap, prometheus.CounterValue, float64(c.Encapsulated))
 	for result, n := range fastPathPackets(c) {
 		ch <- prometheus.MustNewConstMetric(f.packets, prometheus.CounterValue, float64(n), result)
 	}

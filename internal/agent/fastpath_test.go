@@ -27,7 +27,7 @@ func (f *fastPathDP) SetFastPath(fp datapath.FastPath) (datapath.FastPathStatus,
 }
 
 func (f *fastPathDP) FastPathCounters(string) (datapath.FastPathCounters, error) {
-	return datapath.FastPathCounters{Redirected: 100, NAT: 3, FIB: 1}, nil
+	return datapath.FastPathCounters{Redirected: 100, Encapsulated: 40, NAT: 3, FIB: 1}, nil
 }
 
 // straitctl status and /metrics show what the last SetFastPath left and
@@ -48,13 +48,17 @@ func TestFastPathStatusAndMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := cc.fastPathAPI()
-	if got.Devices != 3 || got.Pods != 1 || got.Packets["redirected"] != 100 || got.Packets["nat"] != 3 || got.Error != "" {
+	if got.Devices != 3 || got.Pods != 1 || got.Packets["redirected"] != 100 || got.Packets["nat"] != 3 ||
+		got.Packets["encapsulated"] != 40 || got.Error != "" {
 		t.Fatalf("status: %+v", got)
 	}
 	want := `
 # HELP strait_fastpath_devices Interfaces with the fast path's programs attached.
 # TYPE strait_fastpath_devices gauge
 strait_fastpath_devices 3
+# HELP strait_fastpath_encapsulated_packets_total Of the redirected packets, those the fast path encapsulated in VXLAN itself and sent out of the uplink.
+# TYPE strait_fastpath_encapsulated_packets_total counter
+strait_fastpath_encapsulated_packets_total 40
 # HELP strait_fastpath_packets_total Packets the eBPF fast path's programs saw, by result: redirected, or left to the stack and why.
 # TYPE strait_fastpath_packets_total counter
 strait_fastpath_packets_total{result="fib"} 1

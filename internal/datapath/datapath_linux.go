@@ -47,7 +47,7 @@ type Datapath struct {
 	flowTracking bool
 
 	// fast is the loaded eBPF fast path (fastpath_linux.go); lock order:
-	// fast.mu before nftMu.
+	// overlay.mu, then fast.mu, then life and nftMu.
 	fast fastPathState
 }
 
@@ -96,6 +96,9 @@ func (d *Datapath) newNodeHandle() (netlinksafe.Handle, error) {
 // Close releases the netlink handle and the namespace reference. Calls
 // after Close fail.
 func (d *Datapath) Close() {
+	// fast.mu before life: SetFastPath takes life while it holds fast.mu.
+	d.fast.mu.Lock()
+	defer d.fast.mu.Unlock()
 	d.life.Lock()
 	defer d.life.Unlock()
 	if d.closed {
@@ -103,9 +106,7 @@ func (d *Datapath) Close() {
 	}
 	d.closed = true
 	// The fast path's links stay pinned: it keeps forwarding without us.
-	d.fast.mu.Lock()
 	d.fast.close()
-	d.fast.mu.Unlock()
 	if d.overlay.batch != nil {
 		d.overlay.batch.close()
 		d.overlay.batch = nil

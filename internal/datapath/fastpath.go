@@ -29,12 +29,16 @@ type FastPath struct {
 // FastPathCounters are the fast path's packet counters, summed over CPUs.
 type FastPathCounters struct {
 	Redirected uint64 // forwarded by the fast path
-	NAT        uint64 // left to the stack: the connection has NAT
-	Spoofed    uint64 // left to the stack: a pod's source address is not its own
-	NotPod     uint64 // left to the stack: not to a pod range, or out of an unmanaged device
-	FIB        uint64 // left to the stack: the FIB did not forward it (unresolved neighbour, unreachable)
-	Other      uint64 // left to the stack: not TCP/UDP over plain IPv4/IPv6, TTL, fragments
-	Local      uint64 // left to the stack: to this node itself (local or broadcast route)
+	// Encapsulated counts the redirected packets that the programs
+	// encapsulated in VXLAN themselves and sent out of the uplink (a pod's
+	// packet to an IPv4 VXLAN device's routes), skipping the device.
+	Encapsulated uint64
+	NAT          uint64 // left to the stack: the connection has NAT
+	Spoofed      uint64 // left to the stack: a pod's source address is not its own
+	NotPod       uint64 // left to the stack: not to a pod range, or out of an unmanaged device
+	FIB          uint64 // left to the stack: the FIB did not forward it (unresolved neighbour, unreachable)
+	Other        uint64 // left to the stack: not TCP/UDP over plain IPv4/IPv6, TTL, fragments
+	Local        uint64 // left to the stack: to this node itself (local or broadcast route)
 }
 
 // FastPathStatus is what SetFastPath left in place.

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -28,6 +29,7 @@ const (
 	fpMapPods4    = "fp_pods4"
 	fpMapPods6    = "fp_pods6"
 	fpMapCounters = "fp_counters"
+	fpMapVTEPs    = "fp_vteps"
 	fpLinksDir    = "links"
 )
 
@@ -37,15 +39,30 @@ const (
 	fpDevUplink = 2
 	fpHasV4     = 1
 	fpHasV6     = 2
+	fpVXLAN4    = 4
 )
 
-// fpDev is struct dev of fastpath.c (addresses in network byte order).
+// fpDev is struct dev of fastpath.c (addresses and port in network byte
+// order).
 type fpDev struct {
 	Kind  uint32
 	Flags uint32
 	V4    [4]byte
 	V6    [16]byte
+	VNI   uint32
+	Port  [2]byte
+	Pad   uint16
 }
+
+// fpVTEPKey is struct vtep_key of fastpath.c: a remote VTEP's MAC; the
+// value in fp_vteps is its underlay IPv4 address.
+type fpVTEPKey struct {
+	MAC [6]byte
+	Pad uint16
+}
+
+// fpCounters is the number of entries in fp_counters (CNT_MAX).
+const fpCounters = 8
 
 // fpLPM4 and fpLPM6 are the LPM trie keys of fp_pods4 and fp_pods6.
 type fpLPM4 struct {
@@ -142,10 +159,16 @@ func (d *Datapath) setFastPath(fp FastPath) (FastPathStatus, error) {
 	}
 	coll := d.fast.coll
 
-	var devs []fpDevice
+	var (
+		devs  []fpDevice
+		vteps map[fpVTEPKey][4]byte
+	)
 	err = d.withNode(func(h netlinksafe.Handle) error {
 		var err error
-		devs, err = fpDevices(h, fp.Uplinks)
+		if devs, err = fpDevices(h, fp.Uplinks); err != nil {
+			return err
+		}
+		vteps, err = fpVTEPs(h, devs)
 		return err
 	})
 	if err != nil {
@@ -163,6 +186,9 @@ func (d *Datapath) setFastPath(fp FastPath) (FastPathStatus, error) {
 	}
 	if err := syncMap(coll.Maps[fpMapPods6], v6); err != nil {
 		return FastPathStatus{}, fmt.Errorf("map %s: %w", fpMapPods6, err)
+	}
+	if err := syncMap(coll.Maps[fpMapVTEPs], vteps); err != nil {
+		return FastPathStatus{}, fmt.Errorf("map %s: %w", fpMapVTEPs, err)
 	}
 	if err := d.syncLinks(filepath.Join(dir, fpLinksDir), coll, devs); err != nil {
 		return FastPathStatus{}, err
@@ -306,9 +332,104 @@ func fpDevices(h netlinksafe.Handle, uplinks []string) ([]fpDevice, error) {
 		if slices.ContainsFunc(out, func(dv fpDevice) bool { return dv.name == name }) {
 			continue
 		}
-		out = append(out, fpDevice{name: name, ifindex: l.Attrs().Index, prog: fpProgToPod, val: fpDev{Kind: fpDevUplink}})
+		out = append(out, fpDevice{name: name, ifindex: l.Attrs().Index, prog: fpProgToPod, val: fpUplink(l)})
 	}
 	return out, nil
+}
+
+// fpUplink is the map value of an uplink: an IPv4 VXLAN device with a
+// local address and a destination port also carries what the programs need
+// to encapsulate for it.
+func fpUplink(l netlink.Link) fpDev {
+	val := fpDev{Kind: fpDevUplink}
+	v, ok := l.(*netlink.Vxlan)
+	if !ok || v.Port <= 0 || v.Port > 0xffff || v.VxlanId < 0 || v.VxlanId >= 1<<24 || v.FlowBased {
+		return val
+	}
+	local, ok := netip.AddrFromSlice(v.SrcAddr)
+	if !ok || !local.Unmap().Is4() || local.Unmap().IsUnspecified() {
+		return val
+	}
+	val.Flags |= fpVXLAN4
+	val.V4 = local.Unmap().As4()
+	val.VNI = uint32(v.VxlanId)
+	binary.BigEndian.PutUint16(val.Port[:], uint16(v.Port))
+	return val
+}
+
+// fpVTEPs reads the remote VTEPs of the IPv4 VXLAN devices among devs from
+// the kernel's FDB: what the devices themselves would send to.
+func fpVTEPs(h netlinksafe.Handle, devs []fpDevice) (map[fpVTEPKey][4]byte, error) {
+	out := map[fpVTEPKey][4]byte{}
+	vx := map[int]bool{}
+	for _, dv := range devs {
+		if dv.val.Flags&fpVXLAN4 != 0 {
+			vx[dv.ifindex] = true
+		}
+	}
+	if len(vx) == 0 {
+		return out, nil
+	}
+	fdb, err := neighList(h, 0, unix.AF_BRIDGE)
+	if err != nil {
+		return nil, fmt.Errorf("list fdb: %w", err)
+	}
+	for _, n := range fdb {
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if !vx[n.LinkIndex] || !ok || !ip.Unmap().Is4() || n.Flags&netlink.NTF_SELF == 0 || len(n.HardwareAddr) != 6 {
+			continue
+		}
+		k, ok := fpVTEPKeyOf(string(n.HardwareAddr))
+		if !ok {
+			continue
+		}
+		out[k] = ip.Unmap().As4()
+	}
+	return out, nil
+}
+
+// fpVTEPKeyOf is the fp_vteps key of a unicast MAC (6 raw bytes).
+func fpVTEPKeyOf(mac string) (fpVTEPKey, bool) {
+	var k fpVTEPKey
+	if len(mac) != 6 || mac[0]&1 != 0 || mac == "\x00\x00\x00\x00\x00\x00" {
+		return k, false
+	}
+	copy(k.MAC[:], mac)
+	return k, true
+}
+
+// mirrorFDB copies FDB changes the overlay made (done: the successful ones)
+// into fp_vteps while the fast path is loaded, so that the programs never
+// encapsulate towards an address the kernel's FDB no longer holds, nor
+// wait for the next SetFastPath to use a new node. It is called with
+// overlay.mu held (lock order: overlay.mu before fast.mu); a failed update
+// is logged and repaired by the next SetFastPath, which rebuilds the map
+// from the FDB.
+func (d *Datapath) mirrorFDB(done []change) {
+	d.fast.mu.Lock()
+	defer d.fast.mu.Unlock()
+	if d.fast.coll == nil {
+		return
+	}
+	m := d.fast.coll.Maps[fpMapVTEPs]
+	for _, c := range done {
+		k, ok := fpVTEPKeyOf(c.key.mac)
+		if c.key.kind != kindFDB || !ok || !c.val.ip.Is4() {
+			continue
+		}
+		var err error
+		if c.del {
+			if err = m.Delete(k); errors.Is(err, ebpf.ErrKeyNotExist) {
+				err = nil
+			}
+		} else {
+			err = m.Put(k, c.val.ip.As4())
+		}
+		if err != nil {
+			d.log.Warn("fast path: mirror an FDB change into "+fpMapVTEPs+" (the next resync repairs it)",
+				"entry", c.key.String(), "delete", c.del, "error", err)
+		}
+	}
 }
 
 // syncMap makes m hold exactly want.
@@ -436,7 +557,7 @@ func (d *Datapath) FastPathCounters(pinDir string) (FastPathCounters, error) {
 		return FastPathCounters{}, fmt.Errorf("fast path counters: %w", err)
 	}
 	defer m.Close()
-	var c [7]uint64
+	var c [fpCounters]uint64
 	for i := range c {
 		var perCPU []uint64
 		if err := m.Lookup(uint32(i), &perCPU); err != nil {
@@ -446,5 +567,6 @@ func (d *Datapath) FastPathCounters(pinDir string) (FastPathCounters, error) {
 			c[i] += v
 		}
 	}
-	return FastPathCounters{Redirected: c[0], NAT: c[1], Spoofed: c[2], NotPod: c[3], FIB: c[4], Other: c[5], Local: c[6]}, nil
+	return FastPathCounters{Redirected: c[0], NAT: c[1], Spoofed: c[2], NotPod: c[3], FIB: c[4], Other: c[5], Local: c[6],
+		Encapsulated: c[7]}, nil
 }

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"io/fs"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/strait-net/strait/internal/testutil"
@@ -173,12 +175,26 @@ func TestFastPath(t *testing.T) {
 		from *testutil.NS
 		to   *testutil.NS
 		ips  []netip.Addr
+		// vxlan: the two nodes whose VXLAN devices the traffic crosses
+		// (IPv4: encapsulated by the programs; IPv6: by the devices).
+		vxlan []*ovNode
 	}
 	targets := []target{
-		{"native n1 -> n2", n1.pod, n2.pod, []netip.Addr{n2.pod4, n2.pod6}},
-		{"VXLAN n1 -> n3", n1.pod, n3.pod, []netip.Addr{n3.pod4, n3.pod6}},
-		{"VXLAN n3 -> n1", n3.pod, n1.pod, []netip.Addr{n1.pod4, n1.pod6}},
-		{"same node n1 -> n1", n1.pod, pod1b, []netip.Addr{netip.MustParseAddr("10.244.1.6"), netip.MustParseAddr("fd42:244:0:1::6")}},
+		{"native n1 -> n2", n1.pod, n2.pod, []netip.Addr{n2.pod4, n2.pod6}, nil},
+		{"VXLAN n1 -> n3", n1.pod, n3.pod, []netip.Addr{n3.pod4, n3.pod6}, []*ovNode{n1, n3}},
+		{"VXLAN n3 -> n1", n3.pod, n1.pod, []netip.Addr{n1.pod4, n1.pod6}, []*ovNode{n3, n1}},
+		{"same node n1 -> n1", n1.pod, pod1b, []netip.Addr{netip.MustParseAddr("10.244.1.6"), netip.MustParseAddr("fd42:244:0:1::6")}, nil},
+	}
+	vxTX := func(t *testing.T, ends []*ovNode, ip netip.Addr) map[string]linkCounters {
+		dev := VTEPDevice4
+		if ip.Is6() {
+			dev = VTEPDevice6
+		}
+		m := map[string]linkCounters{}
+		for _, n := range ends {
+			m[n.name] = counters(t, n.ns, dev)
+		}
+		return m
 	}
 	fastPathCarries := func(t *testing.T, tg target) {
 		t.Helper()
@@ -193,11 +209,34 @@ func TestFastPath(t *testing.T) {
 			for _, n := range nodes {
 				f0[n.name] = forwarded(t, n.ns)
 			}
+			vx0 := vxTX(t, tg.vxlan, ip)
 			const size = 4 << 20
 			if err := bulk(tg.from, addr, size); err != nil {
 				t.Fatalf("%s (%s): %d bytes: %v", tg.name, ip, size, err)
 			}
 			c1 := counterSum(t, nodes, dirs)
+			vx1 := vxTX(t, tg.vxlan, ip)
+			encap := c1.Encapsulated - c0.Encapsulated
+			switch {
+			case len(tg.vxlan) == 0 || ip.Is6():
+				if encap != 0 {
+					t.Errorf("%s (%s): %d packets encapsulated by the programs, want 0", tg.name, ip, encap)
+				}
+			case encap < 64:
+				t.Errorf("%s (%s): the programs encapsulated %d packets for a 4 MiB echo, want >= 64", tg.name, ip, encap)
+			}
+			for _, n := range tg.vxlan {
+				tx, rx := vx1[n.name].tx-vx0[n.name].tx, vx1[n.name].rx-vx0[n.name].rx
+				t.Logf("%s (%s): %s's VXLAN device tx %d rx %d, encapsulated by the programs %d", tg.name, ip, n.name, tx, rx, encap)
+				// Both ends' devices still decapsulate; only IPv6
+				// still transmits through them.
+				if rx < 32 {
+					t.Errorf("%s (%s): %s's VXLAN device received %d packets", tg.name, ip, n.name, rx)
+				}
+				if ip.Is4() && tx > 4 {
+					t.Errorf("%s (%s): %s's VXLAN device transmitted %d packets: the programs did not encapsulate them", tg.name, ip, n.name, tx)
+				}
+			}
 			for _, n := range nodes {
 				if d := forwarded(t, n.ns) - f0[n.name]; d != 0 {
 					t.Errorf("%s (%s): %s forwarded %d datagrams through the stack", tg.name, ip, n.name, d)
@@ -270,6 +309,102 @@ func TestFastPath(t *testing.T) {
 		}
 	})
 
+	mac3 := string(VTEPMAC(n3.name, 4))
+	t.Run("encapsulation writes the VXLAN device's headers", func(t *testing.T) {
+		// The same connection's first packet as n3 receives it, once
+		// encapsulated by the programs and once by n1's VXLAN device
+		// (n3's VTEP taken out of n1's map).
+		addr := listenEcho(t, n3.pod, n3.pod4.String())
+		send := func() {
+			if err := roundTrip(n1.pod, addr); err != nil {
+				t.Fatalf("n1 -> n3: %v", err)
+			}
+		}
+		c0 := counterSum(t, nodes, dirs)
+		ours := vxlanFrame(t, n3, n1.v4, send)
+		if c1 := counterSum(t, nodes, dirs); c1.Encapsulated == c0.Encapsulated {
+			t.Fatal("the programs encapsulated nothing")
+		}
+		k, _ := fpVTEPKeyOf(mac3)
+		if err := vtepMap(t, dirs[n1]).Delete(k); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { mustFastPath(t, n1.dp, fpConfig(dirs[n1])) })
+		vx0 := counters(t, n1.ns, VTEPDevice4)
+		kernel := vxlanFrame(t, n3, n1.v4, send)
+		if counters(t, n1.ns, VTEPDevice4).tx == vx0.tx {
+			t.Fatal("n1's VXLAN device sent nothing with n3's VTEP out of the map")
+		}
+		o, k4 := parseVXLAN(t, ours), parseVXLAN(t, kernel)
+		t.Logf("programs: %+v\nkernel:   %+v", o, k4)
+		if o.sport < 32768 || o.sport > 60999 {
+			t.Errorf("source port %d outside the VXLAN device's range 32768-60999", o.sport)
+		}
+		if o.udpCheck != 0 {
+			t.Errorf("UDP checksum %#x, want 0", o.udpCheck)
+		}
+		// What may differ: the IP ID, the source port (both hashes of
+		// their own) and the UDP checksum (the device computes one, the
+		// programs send 0 as RFC 7348 allows over IPv4).
+		o.id, o.sport, o.udpCheck, k4.id, k4.sport, k4.udpCheck = 0, 0, 0, 0, 0, 0
+		if o != k4 {
+			t.Errorf("headers differ:\nprograms %+v\nkernel   %+v", o, k4)
+		}
+	})
+
+	t.Run("unknown VTEP falls back to the VXLAN device", func(t *testing.T) {
+		m := vtepMap(t, dirs[n1])
+		k, _ := fpVTEPKeyOf(mac3)
+		if err := m.Delete(k); err != nil {
+			t.Fatalf("delete n3's VTEP from n1's map: %v", err)
+		}
+		addr := listenEcho(t, n3.pod, n3.pod4.String())
+		c0, vx0 := counterSum(t, nodes, dirs), counters(t, n1.ns, VTEPDevice4)
+		if err := bulk(n1.pod, addr, 1<<20); err != nil {
+			t.Fatalf("1 MiB n1 -> n3 without n3's VTEP in the map: %v", err)
+		}
+		c1, vx1 := counterSum(t, nodes, dirs), counters(t, n1.ns, VTEPDevice4)
+		if tx := vx1.tx - vx0.tx; tx < 16 {
+			t.Errorf("n1's VXLAN device transmitted %d packets: the traffic did not fall back to it", tx)
+		}
+		if c1.Redirected-c0.Redirected < 16 {
+			t.Errorf("redirected %d: the fallback should still redirect into the device", c1.Redirected-c0.Redirected)
+		}
+		mustFastPath(t, n1.dp, fpConfig(dirs[n1]))
+		if got, ok := vtepOf(t, dirs[n1], mac3); !ok || got != n3.v4 {
+			t.Fatalf("after SetFastPath n3's VTEP is %v (%v), want %s from the FDB", got, ok, n3.v4)
+		}
+	})
+
+	t.Run("FDB changes reach the map at once", func(t *testing.T) {
+		ctx := context.Background()
+		moved := peerOf(n1, n3, crossSubnet)
+		for i := range moved.Routes {
+			if moved.Routes[i].VTEPIP.Is4() {
+				moved.Routes[i].VTEPIP = netip.MustParseAddr("10.90.2.99")
+			}
+		}
+		steps := []struct {
+			name string
+			do   func() (OpStats, error)
+			want netip.Addr // invalid: no entry
+		}{
+			{"n3's VTEP moves", func() (OpStats, error) { return n1.dp.SetPeer(ctx, moved) }, netip.MustParseAddr("10.90.2.99")},
+			{"n3 is deleted", func() (OpStats, error) { return n1.dp.DeletePeer(ctx, n3.name) }, netip.Addr{}},
+			{"n3 is back", func() (OpStats, error) { return n1.dp.SetPeer(ctx, peerOf(n1, n3, crossSubnet)) }, n3.v4},
+		}
+		for _, st := range steps {
+			if _, err := st.do(); err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
+			got, ok := vtepOf(t, dirs[n1], mac3)
+			if ok != st.want.IsValid() || (ok && got != st.want) {
+				t.Fatalf("%s: n1's map has n3's VTEP at %v (present %v), want %v", st.name, got, ok, st.want)
+			}
+		}
+		fastPathCarries(t, targets[1])
+	})
+
 	t.Run("flow export is refused while on", func(t *testing.T) {
 		if err := n1.dp.EnableFlowTracking(context.Background()); err == nil {
 			t.Fatal("EnableFlowTracking succeeded with the fast path on")
@@ -328,6 +463,104 @@ func TestFastPath(t *testing.T) {
 	})
 }
 
+// vxlanFrame captures on n's eth0 the first VXLAN packet from underlay
+// address src that send causes.
+func vxlanFrame(t *testing.T, n *ovNode, src netip.Addr, send func()) []byte {
+	t.Helper()
+	p := uint16(unix.ETH_P_IP)
+	proto := int(p>>8 | p<<8) // network order for the socket
+	var fd int
+	err := n.ns.Do(func(ns.NetNS) error {
+		l, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: l.Index})
+	})
+	if err != nil {
+		t.Fatalf("packet socket in %s: %v", n.name, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 200_000}); err != nil {
+		t.Fatal(err)
+	}
+	send()
+	buf := make([]byte, 1<<16)
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		m, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			continue
+		}
+		f := buf[:m]
+		if m >= 14+20+8+8+14 && f[14+9] == unix.IPPROTO_UDP && netip.AddrFrom4([4]byte(f[26:30])) == src &&
+			binary.BigEndian.Uint16(f[14+20+2:]) == 4789 {
+			return slices.Clone(f)
+		}
+	}
+	t.Fatalf("no VXLAN packet from %s reached %s", src, n.name)
+	return nil
+}
+
+// vxlanHeaders are the fields of an IPv4 VXLAN frame's outer headers (and
+// the inner Ethernet header).
+type vxlanHeaders struct {
+	tos, ttl           uint8
+	id, frag           uint16
+	sport, dport       uint16
+	udpCheck           uint16
+	vxFlags, vni       uint32
+	innerDst, innerSrc string
+	innerType          uint16
+}
+
+func parseVXLAN(t *testing.T, f []byte) vxlanHeaders {
+	t.Helper()
+	ip, udp := f[14:34], f[34:42]
+	vx, in := f[42:50], f[50:64]
+	if ip[0] != 0x45 {
+		t.Fatalf("outer IPv4 header %x: want version 4 without options", ip[0])
+	}
+	return vxlanHeaders{
+		tos: ip[1], ttl: ip[8], id: binary.BigEndian.Uint16(ip[4:]), frag: binary.BigEndian.Uint16(ip[6:]),
+		sport: binary.BigEndian.Uint16(udp), dport: binary.BigEndian.Uint16(udp[2:]), udpCheck: binary.BigEndian.Uint16(udp[6:]),
+		vxFlags: binary.BigEndian.Uint32(vx), vni: binary.BigEndian.Uint32(vx[4:]) >> 8,
+		innerDst: net.HardwareAddr(in[:6]).String(), innerSrc: net.HardwareAddr(in[6:12]).String(),
+		innerType: binary.BigEndian.Uint16(in[12:]),
+	}
+}
+
+// vtepMap opens the fast path's pinned fp_vteps under dir.
+func vtepMap(t *testing.T, dir string) *ebpf.Map {
+	t.Helper()
+	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, fpMapVTEPs), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return m
+}
+
+// vtepOf reads the underlay address fp_vteps under dir holds for mac.
+func vtepOf(t *testing.T, dir, mac string) (netip.Addr, bool) {
+	t.Helper()
+	k, ok := fpVTEPKeyOf(mac)
+	if !ok {
+		t.Fatalf("%x is no unicast MAC", mac)
+	}
+	var v [4]byte
+	err := vtepMap(t, dir).Lookup(k, &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return netip.Addr{}, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return netip.AddrFrom4(v), true
+}
+
 func counterSum(t *testing.T, nodes []*ovNode, dirs map[*ovNode]string) FastPathCounters {
 	t.Helper()
 	var s FastPathCounters
@@ -343,6 +576,7 @@ func counterSum(t *testing.T, nodes []*ovNode, dirs map[*ovNode]string) FastPath
 		s.FIB += c.FIB
 		s.Other += c.Other
 		s.Local += c.Local
+		s.Encapsulated += c.Encapsulated
 	}
 	return s
 }

@@ -298,7 +298,10 @@ func (d *Datapath) applyChanges(ctx context.Context, changes []change, peer stri
 		return stats, nil
 	}
 	o := &d.overlay
-	var errs []error
+	var (
+		errs []error
+		fdb  []change // done, for the fast path's copy of the FDB
+	)
 	done := 0
 	err := d.withNode(func(h netlinksafe.Handle) error {
 		if o.batch == nil {
@@ -327,6 +330,9 @@ func (d *Datapath) applyChanges(ctx context.Context, changes []change, peer stri
 					continue
 				}
 				stats.count(c)
+				if c.key.kind == kindFDB {
+					fdb = append(fdb, c)
+				}
 			}
 			done += len(chunk)
 		}
@@ -337,6 +343,9 @@ func (d *Datapath) applyChanges(ctx context.Context, changes []change, peer stri
 			o.applied(c, peer, err)
 		}
 		errs = append(errs, err)
+	}
+	if len(fdb) > 0 {
+		d.mirrorFDB(fdb)
 	}
 	return stats, errors.Join(errs...)
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/strait-net/strait/internal/testutil"
 )
 
@@ -66,12 +67,15 @@ type tpPath struct {
 // (node1 to node2's tunnel address): what the kernel's VXLAN gives with no
 // pod, veth or forwarding hop at all, the ceiling of any VXLAN overlay on
 // these links. Every case also measures Strait's pods with the eBPF fast
-// path attached (fast), on the same nodes, between the other paths.
+// path attached (fast), on the same nodes, between the other paths; the
+// VXLAN case also with the fast path leaving the encapsulation to the VXLAN
+// device (fastDev: fp_vteps emptied, so the programs redirect into the
+// device), which isolates what encapsulating in the programs gains.
 type tpCase struct {
-	name                                      string
-	base, kernel, strait, nodes, tunnel, fast tpPath
-	target                                    float64
-	baseName, desc                            string
+	name                                               string
+	base, kernel, strait, nodes, tunnel, fast, fastDev tpPath
+	target                                             float64
+	baseName, desc                                     string
 	// check verifies after the rounds that the traffic took the intended
 	// path (nil: nothing to check).
 	check func(b *testing.B)
@@ -85,6 +89,7 @@ const (
 	tpNodes
 	tpTunnel
 	tpFast
+	tpFastDev
 	tpPaths
 )
 
@@ -114,7 +119,7 @@ func BenchmarkThroughput(b *testing.B) {
 	gbps := make([][tpPaths][]float64, len(cases))
 	for r := 0; r < rounds; r++ {
 		for i, c := range cases {
-			paths := [tpPaths]tpPath{c.base, c.kernel, c.strait, c.nodes, c.tunnel, c.fast}
+			paths := [tpPaths]tpPath{c.base, c.kernel, c.strait, c.nodes, c.tunnel, c.fast, c.fastDev}
 			var present []int
 			for k, p := range paths {
 				if p.client != nil {
@@ -142,14 +147,16 @@ func BenchmarkThroughput(b *testing.B) {
 				}
 				return fmt.Sprintf("%5.1f", got[k])
 			}
-			fmt.Printf("round %d %-10s base %5.1f  kernel %5.1f  strait %5.1f  fast %s  nodes %s  tunnel %s Gbit/s  strait/base %.2f  kernel/base %.2f\n",
-				r+1, c.name, got[tpBase], got[tpKernel], got[tpStrait], opt(tpFast), opt(tpNodes), opt(tpTunnel), got[tpStrait]/got[tpBase], got[tpKernel]/got[tpBase])
+			fmt.Printf("round %d %-10s base %5.1f  kernel %5.1f  strait %5.1f  fast %s  fastdev %s  nodes %s  tunnel %s Gbit/s  strait/base %.2f  kernel/base %.2f\n",
+				r+1, c.name, got[tpBase], got[tpKernel], got[tpStrait], opt(tpFast), opt(tpFastDev), opt(tpNodes), opt(tpTunnel),
+				got[tpStrait]/got[tpBase], got[tpKernel]/got[tpBase])
 		}
 	}
-	var table, same, tunnel, fast strings.Builder
+	var table, same, tunnel, fast, encap strings.Builder
 	fmt.Fprintf(&table, "\n| path | baseline | Gbit/s: baseline / kernel / Strait | kernel / baseline | **Strait / baseline** (min-max) | Strait / kernel | target |\n|---|---|---|---|---|---|---|\n")
 	fmt.Fprintf(&same, "\n| path | Gbit/s: node -> node on Strait's nodes / Strait | **Strait / node -> node on Strait's nodes** (min-max) | that node -> node / baseline | target |\n|---|---|---|---|---|\n")
 	fmt.Fprintf(&tunnel, "\n| path | Gbit/s: node -> node through Strait's VXLAN devices | **that / node -> node on Strait's nodes** (min-max): the kernel VXLAN's ceiling | Strait / that (min-max) |\n|---|---|---|---|\n")
+	fmt.Fprintf(&encap, "\n| path, Strait with the eBPF fast path | Gbit/s: encapsulated by the VXLAN device / by the programs | **programs / device** (min-max) | each / node -> node on Strait's nodes |\n|---|---|---|---|\n")
 	fmt.Fprintf(&fast, "\n| path, Strait with the eBPF fast path | Gbit/s | fast path / baseline | **fast path / node -> node on Strait's nodes** (min-max) | fast path / Strait without it (min-max) | target |\n|---|---|---|---|---|---|\n")
 	for i, c := range cases {
 		if c.check != nil {
@@ -181,6 +188,14 @@ func BenchmarkThroughput(b *testing.B) {
 			b.ReportMetric(median(ratios[i][tpFast]), c.name+"-fastpath-ratio")
 			b.ReportMetric(median(gain), c.name+"-fastpath-gain")
 		}
+		if c.fastDev.client != nil {
+			g := perRound(ratios[i][tpFast], ratios[i][tpFastDev])
+			dn := perRound(ratios[i][tpFastDev], ratios[i][tpNodes])
+			fn := perRound(ratios[i][tpFast], ratios[i][tpNodes])
+			fmt.Fprintf(&encap, "| %s | %.1f / %.1f | **%.2f** (%.2f-%.2f) | %.2f / %.2f |\n", c.desc, median(gbps[i][tpFastDev]),
+				median(gbps[i][tpFast]), median(g), slices.Min(g), slices.Max(g), median(dn), median(fn))
+			b.ReportMetric(median(g), c.name+"-fastpath-encap-gain")
+		}
 		if c.tunnel.client != nil {
 			ceil := perRound(ratios[i][tpTunnel], ratios[i][tpNodes])
 			of := perRound(ratios[i][tpStrait], ratios[i][tpTunnel])
@@ -193,8 +208,8 @@ func BenchmarkThroughput(b *testing.B) {
 	if window != "" {
 		win = "socket buffers fixed at " + window
 	}
-	fmt.Printf("iperf3 TCP, 1 stream, %s, %d interleaved rounds of %d s, medians of per-round ratios:%s%s%s%s", win, rounds, secs,
-		table.String(), same.String(), tunnel.String(), fast.String())
+	fmt.Printf("iperf3 TCP, 1 stream, %s, %d interleaved rounds of %d s, medians of per-round ratios:%s%s%s%s%s", win, rounds, secs,
+		table.String(), same.String(), tunnel.String(), fast.String(), encap.String())
 }
 
 // perRound divides two series of per-round ratios round by round.
@@ -232,14 +247,22 @@ func sameNodeCase(b *testing.B) tpCase {
 		base:   tpPath{client: a, server: "203.0.113.2"},
 		kernel: tpPath{client: h1, server: "10.244.1.3"},
 		strait: tpPath{client: p1, server: "10.244.1.3"},
-		fast:   fastPathPath(b, tpPath{client: p1, server: "10.244.1.3"}, nil, dp),
+		fast:   fastPathPath(b, tpPath{client: p1, server: "10.244.1.3"}, nil, fpEncapAny, dp),
 	}
 }
 
+// How a fast path measurement encapsulates VXLAN (fastPathPath).
+const (
+	fpEncapAny    = iota // no requirement (no VXLAN on the path)
+	fpEncapBPF           // the programs must encapsulate (>= 1,000 packets)
+	fpEncapDevice        // fp_vteps emptied: the VXLAN device must encapsulate (the programs none)
+)
+
 // fastPathPath is path p with the fast path attached to dps' nodes (uplinks
 // by name) for the measurement only. Each measurement must be carried by
-// the fast path: its programs must redirect at least 1,000 packets.
-func fastPathPath(b *testing.B, p tpPath, uplinks []string, dps ...*Datapath) tpPath {
+// the fast path: its programs must redirect at least 1,000 packets, and
+// encapsulate as encap says.
+func fastPathPath(b *testing.B, p tpPath, uplinks []string, encap int, dps ...*Datapath) tpPath {
 	dir := bpffsDir(b)
 	fp := func(i int, on bool) FastPath {
 		return FastPath{Enabled: on, PinDir: filepath.Join(dir, strconv.Itoa(i)),
@@ -250,16 +273,20 @@ func fastPathPath(b *testing.B, p tpPath, uplinks []string, dps ...*Datapath) tp
 			if _, err := dp.SetFastPath(fp(i, true)); err != nil {
 				b.Fatal(err)
 			}
+			if encap == fpEncapDevice {
+				emptyVTEPs(b, fp(i, true).PinDir)
+			}
 		}
 	}
 	p.off = func() {
-		var redirected uint64
+		var redirected, encapsulated uint64
 		for i, dp := range dps {
 			c, err := dp.FastPathCounters(fp(i, true).PinDir)
 			if err != nil {
 				b.Fatal(err)
 			}
 			redirected += c.Redirected
+			encapsulated += c.Encapsulated
 			if _, err := dp.SetFastPath(fp(i, false)); err != nil {
 				b.Fatal(err)
 			}
@@ -267,8 +294,33 @@ func fastPathPath(b *testing.B, p tpPath, uplinks []string, dps ...*Datapath) tp
 		if redirected < 1000 {
 			b.Fatalf("fast path to %s: its programs redirected only %d packets", p.server, redirected)
 		}
+		if (encap == fpEncapBPF && encapsulated < 1000) || (encap == fpEncapDevice && encapsulated != 0) {
+			b.Fatalf("fast path to %s (encapsulation mode %d): its programs encapsulated %d packets", p.server, encap, encapsulated)
+		}
 	}
 	return p
+}
+
+// emptyVTEPs deletes every entry of the fp_vteps map pinned under dir.
+func emptyVTEPs(b *testing.B, dir string) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, fpMapVTEPs), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	var (
+		k    fpVTEPKey
+		v    [4]byte
+		keys []fpVTEPKey
+	)
+	for it := m.Iterate(); it.Next(&k, &v); {
+		keys = append(keys, k)
+	}
+	for _, k := range keys {
+		if err := m.Delete(k); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // handNode is a node namespace with IPv4 forwarding on and nothing else.
@@ -414,9 +466,15 @@ func crossNodeCase(b *testing.B, encap bool, base tpPath, podMTU int, tunnelNotr
 		strait:   tpPath{client: sides[0].pod, server: sides[1].block.Addr().Next().Next().String()},
 		nodes:    tpPath{client: sides[0].ns, server: sides[1].ip.String()},
 		baseName: "node -> bridge -> node",
-		fast: fastPathPath(b, tpPath{client: sides[0].pod, server: sides[1].block.Addr().Next().Next().String()},
-			[]string{"eth0", VTEPDevice4}, sides[0].dp, sides[1].dp),
 	}
+	fastMode := fpEncapAny
+	if encap {
+		fastMode = fpEncapBPF
+		c.fastDev = fastPathPath(b, tpPath{client: sides[0].pod, server: sides[1].block.Addr().Next().Next().String()},
+			[]string{"eth0", VTEPDevice4}, fpEncapDevice, sides[0].dp, sides[1].dp)
+	}
+	c.fast = fastPathPath(b, tpPath{client: sides[0].pod, server: sides[1].block.Addr().Next().Next().String()},
+		[]string{"eth0", VTEPDevice4}, fastMode, sides[0].dp, sides[1].dp)
 	vxlanBytes := func() int64 {
 		out := sides[0].ns.MustRun(b, "cat", "/sys/class/net/"+VTEPDevice4+"/statistics/tx_bytes")
 		n, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)

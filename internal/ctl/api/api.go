@@ -46,7 +46,9 @@ type FastPath struct {
 	Devices int `json:"devices"`
 	Pods    int `json:"pods"`
 	// Packets by what the programs did with them: redirected, or left to
-	// the stack and why (local, nat, spoofed, notPod, fib, other).
+	// the stack and why (local, nat, spoofed, notPod, fib, other); and
+	// encapsulated: of the redirected, those the programs encapsulated in
+	// VXLAN themselves.
 	Packets map[string]uint64 `json:"packets,omitempty"`
 	// Error is why the state or the counters could not be read.
 	Error string `json:"error,omitempty"`

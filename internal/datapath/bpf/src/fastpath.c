@@ -21,6 +21,18 @@
 //     bpf_redirect (only from a pod: traffic arriving on the uplink or a
 //     tunnel is fast-pathed into local pods only).
 //
+// A pod's packet routed into an IPv4 VXLAN device is encapsulated here
+// (outer Ethernet/IPv4/UDP/VXLAN pushed by bpf_skb_adjust_room, GSO kept)
+// and sent straight out of the uplink, skipping the VXLAN device's transmit
+// and the node's second IP output, when the remote VTEP's MAC is in
+// fp_vteps (kept from the device's FDB by the agent) and the underlay route
+// to it leaves by a managed uplink with a resolved neighbour; otherwise it
+// is redirected into the VXLAN device as before. The headers are what the
+// kernel's VXLAN device writes (its VNI, port and local address, a source
+// port from the flow hash in the device's default range, TTL 64, no DF, ECN
+// copied from the inner header), except the UDP checksum: 0, as RFC 7348
+// allows over IPv4. Receivers decapsulate with their own VXLAN device.
+//
 // Build: make bpf (clang -target bpf); the object is committed as
 // fastpath.o and embedded in the agent.
 #include <linux/bpf.h>
@@ -29,6 +41,7 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/in.h>
+#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -65,12 +78,16 @@ extern void bpf_ct_release(struct nf_conn *) __ksym;
 // Device flags.
 #define DEV_HAS_V4 1
 #define DEV_HAS_V6 2
+#define DEV_VXLAN4 4 // an IPv4 VXLAN device: v4, vni and port describe it
 
 struct dev {
 	__u32 kind;
 	__u32 flags;
-	__be32 v4;	  // the pod's IPv4 address (DEV_POD with DEV_HAS_V4)
+	__be32 v4;	  // the pod's IPv4 address (DEV_POD with DEV_HAS_V4); the local underlay address (DEV_VXLAN4)
 	__be32 v6[4];	  // the pod's IPv6 address (DEV_POD with DEV_HAS_V6)
+	__u32 vni;	  // DEV_VXLAN4
+	__be16 port;	  // DEV_VXLAN4: UDP destination port
+	__u16 pad;
 };
 
 struct {
@@ -109,6 +126,21 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fp_pods6 SEC(".maps");
 
+// Remote VTEPs of the IPv4 VXLAN device: its FDB (remote VTEP MAC ->
+// remote underlay address).
+struct vtep_key {
+	__u8 mac[ETH_ALEN];
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct vtep_key);
+	__type(value, __be32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fp_vteps SEC(".maps");
+
 // Counters, per CPU: what happened to each packet the programs saw.
 enum {
 	CNT_REDIRECT = 0, // redirected (the fast path)
@@ -118,6 +150,7 @@ enum {
 	CNT_FIB,	  // left to the stack: the FIB did not forward it (no neighbour, unreachable, ...)
 	CNT_OTHER,	  // left to the stack: not TCP/UDP over plain IPv4/IPv6, TTL, fragments
 	CNT_LOCAL,	  // left to the stack: to this node itself (the FIB's local or broadcast routes)
+	CNT_ENCAP,	  // of CNT_REDIRECT: encapsulated in VXLAN here and sent out of the uplink
 	CNT_MAX,
 };
 
@@ -150,10 +183,106 @@ static __always_inline int has_nat(struct __sk_buff *skb, struct bpf_sock_tuple 
 	return (st & (IPS_SRC_NAT | IPS_DST_NAT)) != 0;
 }
 
-// out finishes a forwarded packet for managed device d: MAC rewrite, then
-// into the pod behind d or out of d.
-static __always_inline int out(struct __sk_buff *skb, struct bpf_fib_lookup *p, struct dev *d)
+#define VXLAN_HLEN 8
+#define VXLAN_ROOM (sizeof(struct iphdr) + sizeof(struct udphdr) + VXLAN_HLEN + ETH_HLEN)
+// The kernel VXLAN device's default source port range (the local port range).
+#define VXLAN_SPORT_MIN 32768
+#define VXLAN_SPORT_MAX 60999
+
+struct vxlanhdr {
+	__be32 flags;
+	__be32 vni;
+};
+
+// encap4 sends a pod's packet that the FIB routes into IPv4 VXLAN device d
+// (p: the inner lookup's result, the remote VTEP's MAC in p->dmac) out of
+// the uplink, encapsulated here. It returns -1, with the packet untouched,
+// when it cannot: the VTEP is unknown, or the underlay route does not
+// leave by a managed uplink with a resolved neighbour.
+static __always_inline int encap4(struct __sk_buff *skb, struct bpf_fib_lookup *p, struct dev *d, __u8 tos)
 {
+	struct vtep_key k = {};
+	__builtin_memcpy(k.mac, p->dmac, ETH_ALEN);
+	__be32 *remote = bpf_map_lookup_elem(&fp_vteps, &k);
+	if (!remote)
+		return -1;
+	// The underlay route, as the VXLAN device's output lookup sees it
+	// (input interface loopback: locally generated).
+	struct bpf_fib_lookup o = {};
+	o.family = AF_INET;
+	o.l4_protocol = IPPROTO_UDP;
+	o.dport = d->port;
+	o.ipv4_src = d->v4;
+	o.ipv4_dst = *remote;
+	o.ifindex = 1;
+	if (bpf_fib_lookup(skb, &o, sizeof(o), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return -1;
+	__u32 oif = o.ifindex;
+	struct dev *up = bpf_map_lookup_elem(&fp_devs, &oif);
+	if (!up || up->kind != DEV_UPLINK || (up->flags & DEV_VXLAN4))
+		return -1;
+
+	__u32 hash = bpf_get_hash_recalc(skb);
+	__be16 proto = skb->protocol;
+	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+		      BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
+	if (bpf_skb_adjust_room(skb, VXLAN_ROOM, BPF_ADJ_ROOM_MAC, flags))
+		return -1;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *oip = (void *)(eth + 1);
+	struct udphdr *udp = (void *)(oip + 1);
+	struct vxlanhdr *vx = (void *)(udp + 1);
+	struct ethhdr *ieth = (void *)(vx + 1);
+	if ((void *)(ieth + 1) > end)
+		return count(CNT_OTHER, TC_ACT_SHOT); // cannot happen: the room was just made
+
+	__u16 tot = skb->len - ETH_HLEN;
+	struct iphdr h = {};
+	h.version = 4;
+	h.ihl = 5;
+	// ECN as the kernel's tunnels copy it (RFC 6040): CE becomes ECT(0).
+	h.tos = (tos & 3) == 3 ? 2 : (tos & 3);
+	h.tot_len = bpf_htons(tot);
+	h.id = bpf_get_prandom_u32();
+	h.ttl = 64;
+	h.protocol = IPPROTO_UDP;
+	h.saddr = d->v4;
+	h.daddr = *remote;
+	__s64 cs = bpf_csum_diff(0, 0, (__be32 *)&h, sizeof(h), 0);
+	cs = (cs & 0xffff) + (cs >> 16);
+	cs = (cs & 0xffff) + (cs >> 16);
+	h.check = ~cs;
+	*oip = h;
+	udp->source = bpf_htons(VXLAN_SPORT_MIN + (((__u64)hash * (VXLAN_SPORT_MAX - VXLAN_SPORT_MIN + 1)) >> 32));
+	udp->dest = d->port;
+	udp->len = bpf_htons(tot - sizeof(struct iphdr));
+	udp->check = 0;
+	vx->flags = bpf_htonl(0x08000000); // I: the VNI is valid
+	vx->vni = bpf_htonl(d->vni << 8);
+	__builtin_memcpy(ieth->h_dest, p->dmac, ETH_ALEN);
+	__builtin_memcpy(ieth->h_source, p->smac, ETH_ALEN);
+	ieth->h_proto = proto;
+	__builtin_memcpy(eth->h_dest, o.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, o.smac, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	count(CNT_REDIRECT, 0);
+	count(CNT_ENCAP, 0);
+	return bpf_redirect(oif, 0);
+}
+
+// out finishes a forwarded packet for managed device d: MAC rewrite, then
+// into the pod behind d or out of d; a pod's packet into an IPv4 VXLAN
+// device is encapsulated here when it can be (encap4). tos is the inner
+// IPv4 TOS (0 for IPv6).
+static __always_inline int out(struct __sk_buff *skb, struct bpf_fib_lookup *p, struct dev *d, struct dev *src, __u8 tos)
+{
+	if (src && (d->flags & DEV_VXLAN4)) {
+		int rc = encap4(skb, p, d, tos);
+		if (rc >= 0)
+			return rc;
+	}
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
@@ -237,8 +366,9 @@ static __always_inline int fwd4(struct __sk_buff *skb, struct dev *src)
 	__u32 old = *(__u16 *)&ip->ttl;
 	ip->ttl--;
 	__u32 new = *(__u16 *)&ip->ttl;
+	__u8 tos = ip->tos;
 	bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + __builtin_offsetof(struct iphdr, check), old, new, 2);
-	return out(skb, &p, d);
+	return out(skb, &p, d, src, tos);
 }
 
 static __always_inline int fwd6(struct __sk_buff *skb, struct dev *src)
@@ -287,8 +417,9 @@ static __always_inline int fwd6(struct __sk_buff *skb, struct dev *src)
 	struct dev *d = route(skb, &p, src);
 	if (!d)
 		return TC_ACT_OK;
+	__u8 tc = (bpf_ntohs(*(__be16 *)ip6) >> 4) & 0xff;
 	ip6->hop_limit--;
-	return out(skb, &p, d);
+	return out(skb, &p, d, src, tc);
 }
 
 static __always_inline int fwd(struct __sk_buff *skb, int from_pod)
