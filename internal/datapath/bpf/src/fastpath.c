@@ -275,10 +275,11 @@ static __always_inline int encap4(struct __sk_buff *skb, struct bpf_fib_lookup *
 // out finishes a forwarded packet for managed device d: MAC rewrite, then
 // into the pod behind d or out of d; a pod's packet into an IPv4 VXLAN
 // device is encapsulated here when it can be (encap4). tos is the inner
-// IPv4 TOS (0 for IPv6).
+// IPv4 TOS or IPv6 traffic class.
 static __always_inline int out(struct __sk_buff *skb, struct bpf_fib_lookup *p, struct dev *d, struct dev *src, __u8 tos)
 {
-	if (src && (d->flags & DEV_VXLAN4)) {
+	// IPv4 in IPv4 only: skb->protocol stays that of the inner packet.
+	if (src && (d->flags & DEV_VXLAN4) && skb->protocol == bpf_htons(ETH_P_IP)) {
 		int rc = encap4(skb, p, d, tos);
 		if (rc >= 0)
 			return rc;
