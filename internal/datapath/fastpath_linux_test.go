@@ -634,3 +634,61 @@ func TestFastPathRefusals(t *testing.T) {
 		t.Errorf("SetFastPath with flow tracking on = %v, want a refusal naming flow export", err)
 	}
 }
+
+// TestFastPathReplacesOlderPins: maps pinned by an earlier build with
+// another layout (here the stop-17 layouts: fp_devs values of 28 bytes, 7
+// counters, no fp_vteps) are replaced at the next SetFastPath, as after an
+// agent upgrade, and the fast path then carries traffic.
+func TestFastPathReplacesOlderPins(t *testing.T) {
+	testutil.RequireRoot(t)
+	nodes := newOvCluster(t, "n1:1:1", "n3:2:3")
+	n1, n3 := nodes[0], nodes[1]
+	meshUp(t, nodes, crossSubnet)
+	dir := filepath.Join(bpffsDir(t), "n1")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, spec := range []*ebpf.MapSpec{
+		{Name: fpMapDevs, Type: ebpf.Hash, KeySize: 4, ValueSize: 28, MaxEntries: 4096, Pinning: ebpf.PinByName},
+		{Name: fpMapCounters, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 7, Pinning: ebpf.PinByName},
+	} {
+		m, err := ebpf.NewMapWithOptions(spec, ebpf.MapOptions{PinPath: dir})
+		if err != nil {
+			t.Fatalf("pin an old %s: %v", spec.Name, err)
+		}
+		_ = m.Close()
+	}
+	mustFastPath(t, n1.dp, fpConfig(dir))
+	for name, want := range map[string][2]uint32{fpMapDevs: {uint32(binary.Size(fpDev{})), 4096}, fpMapCounters: {8, fpCounters}} {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := m.Info()
+		_ = m.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.ValueSize != want[0] || info.MaxEntries != want[1] {
+			t.Errorf("%s after SetFastPath: value size %d, %d entries; want %d, %d", name, info.ValueSize, info.MaxEntries, want[0], want[1])
+		}
+	}
+	if got, ok := vtepOf(t, dir, string(VTEPMAC(n3.name, 4))); !ok || got != n3.v4 {
+		t.Fatalf("n3's VTEP in the new fp_vteps: %v (%v), want %s", got, ok, n3.v4)
+	}
+	addr := listenEcho(t, n3.pod, n3.pod4.String())
+	c0, err := n1.dp.FastPathCounters(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bulk(n1.pod, addr, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	c1, err := n1.dp.FastPathCounters(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c1.Encapsulated-c0.Encapsulated < 16 {
+		t.Errorf("after replacing the old pins the programs encapsulated %d packets of 1 MiB", c1.Encapsulated-c0.Encapsulated)
+	}
+}
