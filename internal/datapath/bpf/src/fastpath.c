@@ -197,10 +197,15 @@ struct vxlanhdr {
 // encap4 sends a pod's packet that the FIB routes into IPv4 VXLAN device d
 // (p: the inner lookup's result, the remote VTEP's MAC in p->dmac) out of
 // the uplink, encapsulated here. It returns -1, with the packet untouched,
-// when it cannot: the VTEP is unknown, or the underlay route does not
-// leave by a managed uplink with a resolved neighbour.
+// when it cannot: the packet is too large for an outer IPv4 header, the
+// VTEP is unknown, or the underlay route does not leave by a managed
+// uplink with a resolved neighbour.
 static __always_inline int encap4(struct __sk_buff *skb, struct bpf_fib_lookup *p, struct dev *d, __u8 tos)
 {
+	// The outer IPv4 length must fit in 16 bits (a BIG TCP packet would
+	// not): the device handles anything larger.
+	if (skb->len - ETH_HLEN + VXLAN_ROOM > 0xffff)
+		return -1;
 	struct vtep_key k = {};
 	__builtin_memcpy(k.mac, p->dmac, ETH_ALEN);
 	__be32 *remote = bpf_map_lookup_elem(&fp_vteps, &k);
