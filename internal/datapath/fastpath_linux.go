@@ -398,8 +398,9 @@ func fpVTEPKeyOf(mac string) (fpVTEPKey, bool) {
 	return k, true
 }
 
-// mirrorFDB copies FDB changes the overlay made (done: the successful ones)
-// into fp_vteps while the fast path is loaded, so that the programs never
+// mirrorFDB copies FDB changes the overlay made (done: the successful FDB
+// changes, as applyChanges collects them) into fp_vteps while the fast path
+// is loaded, so that the programs never
 // encapsulate towards an address the kernel's FDB no longer holds, nor
 // wait for the next SetFastPath to use a new node. It is called with
 // overlay.mu held (lock order: overlay.mu before fast.mu); a failed update
@@ -414,7 +415,7 @@ func (d *Datapath) mirrorFDB(done []change) {
 	m := d.fast.coll.Maps[fpMapVTEPs]
 	for _, c := range done {
 		k, ok := fpVTEPKeyOf(c.key.mac)
-		if c.key.kind != kindFDB || !ok || !c.val.ip.Is4() {
+		if !ok || !c.val.ip.Is4() {
 			continue
 		}
 		var err error

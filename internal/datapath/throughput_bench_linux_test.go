@@ -308,18 +308,8 @@ func emptyVTEPs(b *testing.B, dir string) {
 		b.Fatal(err)
 	}
 	defer m.Close()
-	var (
-		k    fpVTEPKey
-		v    [4]byte
-		keys []fpVTEPKey
-	)
-	for it := m.Iterate(); it.Next(&k, &v); {
-		keys = append(keys, k)
-	}
-	for _, k := range keys {
-		if err := m.Delete(k); err != nil {
-			b.Fatal(err)
-		}
+	if err := syncMap(m, map[fpVTEPKey][4]byte{}); err != nil {
+		b.Fatalf("empty %s: %v", fpMapVTEPs, err)
 	}
 }
 
