@@ -48,10 +48,11 @@ func (c *Config) validateFastPath() error {
 // this node's VXLAN devices.
 func (cc *clusterController) fastPathConfig() datapath.FastPath {
 	fp := datapath.FastPath{Enabled: cc.cfg.FastPath.Enabled, PinDir: cc.cfg.FastPath.PinDir}
-	if !fp.Enabled {
-		return fp
+	if fp.Enabled {
+		fp.PodRanges = cc.natConfig().AllPools
 	}
-	fp.PodRanges = cc.natConfig().AllPools
+	// Also when off: a fast path switched off removes its managed next
+	// hops from the uplink.
 	t := cc.topo
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -77,7 +78,7 @@ func (cc *clusterController) applyFastPath() error {
 	}
 	if fp.Enabled {
 		cc.fastStatus.Store(&st)
-		cc.log.Debug("fast path", "devices", len(st.Devices), "pods", st.Pods)
+		cc.log.Debug("fast path", "devices", len(st.Devices), "pods", st.Pods, "nextHops", st.NextHops)
 	}
 	return nil
 }
@@ -90,7 +91,7 @@ func (cc *clusterController) fastPathAPI() *api.FastPath {
 		out.Error = "not applied yet"
 		return out
 	}
-	out.Devices, out.Pods = len(st.Devices), st.Pods
+	out.Devices, out.Pods, out.NextHops = len(st.Devices), st.Pods, st.NextHops
 	c, err := cc.dp.FastPathCounters(cc.cfg.FastPath.PinDir)
 	if err != nil {
 		out.Error = err.Error()

@@ -23,7 +23,7 @@ type fastPathDP struct {
 
 func (f *fastPathDP) SetFastPath(fp datapath.FastPath) (datapath.FastPathStatus, error) {
 	f.calls <- fp
-	return datapath.FastPathStatus{Devices: []string{"eth0", "strait.vxlan4", "strtaaaaaaaaaaa"}, Pods: 1}, nil
+	return datapath.FastPathStatus{Devices: []string{"eth0", "strait.vxlan4", "strtaaaaaaaaaaa"}, Pods: 1, NextHops: 2}, nil
 }
 
 func (f *fastPathDP) FastPathCounters(string) (datapath.FastPathCounters, error) {
@@ -48,7 +48,7 @@ func TestFastPathStatusAndMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := cc.fastPathAPI()
-	if got.Devices != 3 || got.Pods != 1 || got.Packets["redirected"] != 100 || got.Packets["nat"] != 3 ||
+	if got.Devices != 3 || got.Pods != 1 || got.NextHops != 2 || got.Packets["redirected"] != 100 || got.Packets["nat"] != 3 ||
 		got.Packets["encapsulated"] != 40 || got.Error != "" {
 		t.Fatalf("status: %+v", got)
 	}
@@ -84,8 +84,11 @@ func TestFastPathConfig(t *testing.T) {
 		V4: &vtepInfo{Underlay: netip.MustParseAddr("10.90.1.11"), TunnelAddr: netip.MustParseAddr("10.244.1.0")},
 		V6: &vtepInfo{Underlay: netip.MustParseAddr("fd42:90:1::11")}} // no IPv6 block yet: no strait.vxlan6
 
-	if got := cc.fastPathConfig(); got.Enabled || got.PinDir != "/sys/fs/bpf/strait" || len(got.Uplinks)+len(got.PodRanges) != 0 {
-		t.Fatalf("disabled: %+v, want only the pin directory (to remove an earlier fast path)", got)
+	// Disabled: the pin directory and the uplinks, to remove an earlier
+	// fast path and its managed next hops.
+	if got := cc.fastPathConfig(); got.Enabled || got.PinDir != "/sys/fs/bpf/strait" || len(got.PodRanges) != 0 ||
+		len(got.Uplinks) != 2 || got.Uplinks[0] != "eth0" {
+		t.Fatalf("disabled: %+v, want the pin directory and the uplinks only", got)
 	}
 	cc.cfg.FastPath.Enabled = true
 	got := cc.fastPathConfig()

@@ -284,8 +284,8 @@ func TestStatusFastPath(t *testing.T) {
 		fp   api.FastPath
 		want string
 	}{
-		{api.FastPath{Devices: 5, Pods: 2, Packets: map[string]uint64{"redirected": 1200, "encapsulated": 500, "nat": 30, "notPod": 7}},
-			"eBPF fast path:        on, 5 devices (2 pods); packets redirected 1200 (encapsulated here 500), left to the stack: local 0, nat 30, spoofed 0, notPod 7, fib 0, other 0\n"},
+		{api.FastPath{Devices: 5, Pods: 2, NextHops: 3, Packets: map[string]uint64{"redirected": 1200, "encapsulated": 500, "nat": 30, "notPod": 7}},
+			"eBPF fast path:        on, 5 devices (2 pods), 3 next hops kept resolved; packets redirected 1200 (encapsulated here 500), left to the stack: local 0, nat 30, spoofed 0, notPod 7, fib 0, other 0\n"},
 		{api.FastPath{Error: "not applied yet"}, "eBPF fast path:        on, state unknown: not applied yet\n"},
 	} {
 		var out bytes.Buffer

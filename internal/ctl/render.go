@@ -261,8 +261,8 @@ func renderFastPath(fp *api.FastPath) string {
 	if fp.Error != "" {
 		return "on, state unknown: " + fp.Error
 	}
-	out := fmt.Sprintf("on, %d devices (%d pods); packets redirected %d (encapsulated here %d)",
-		fp.Devices, fp.Pods, fp.Packets["redirected"], fp.Packets["encapsulated"])
+	out := fmt.Sprintf("on, %d devices (%d pods), %d next hops kept resolved; packets redirected %d (encapsulated here %d)",
+		fp.Devices, fp.Pods, fp.NextHops, fp.Packets["redirected"], fp.Packets["encapsulated"])
 	var stack []string
 	for _, k := range []string{"local", "nat", "spoofed", "notPod", "fib", "other"} {
 		stack = append(stack, fmt.Sprintf("%s %d", k, fp.Packets[k]))

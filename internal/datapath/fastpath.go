@@ -22,7 +22,8 @@ type FastPath struct {
 	PodRanges []netip.Prefix
 	// Uplinks are the devices through which traffic for this node's pods
 	// arrives from other nodes: the VXLAN devices and the uplink. Traffic
-	// from them is fast-pathed into local pods only.
+	// from them is fast-pathed into local pods only. With !Enabled they
+	// name where the fast path's managed next hops are removed from.
 	Uplinks []string
 }
 
@@ -47,4 +48,9 @@ type FastPathStatus struct {
 	Devices []string
 	// Pods counts the pods' host veths among them.
 	Pods int
+	// NextHops counts the neighbours on the uplink the programs forward
+	// to (gateways of native routes, underlay next hops of VXLAN peers)
+	// that are kept as kernel-managed entries, so that the kernel keeps
+	// re-resolving them although the programs never confirm them.
+	NextHops int
 }

@@ -128,6 +128,13 @@ func (d *Datapath) setFastPath(fp FastPath) (FastPathStatus, error) {
 	defer d.fast.mu.Unlock()
 	if !fp.Enabled {
 		d.fast.close()
+		// Only a node that had the fast path has managed next hops; they
+		// go first, so that a failure leaves dir to mark them.
+		if _, err := os.Stat(dir); err == nil {
+			if err := d.withNode(func(h netlinksafe.Handle) error { return dropNextHops(h, fp.Uplinks) }); err != nil {
+				return FastPathStatus{}, err
+			}
+		}
 		return FastPathStatus{}, removeFastPath(dir)
 	}
 	d.nftMu.Lock()
@@ -160,12 +167,17 @@ func (d *Datapath) setFastPath(fp FastPath) (FastPathStatus, error) {
 	coll := d.fast.coll
 
 	var (
-		devs  []fpDevice
-		vteps map[fpVTEPKey][4]byte
+		devs   []fpDevice
+		vteps  map[fpVTEPKey][4]byte
+		routes []netlink.Route
 	)
 	err = d.withNode(func(h netlinksafe.Handle) error {
 		var err error
-		if devs, err = fpDevices(h, fp.Uplinks); err != nil {
+		routes, err = h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return fmt.Errorf("list routes: %w", err)
+		}
+		if devs, err = fpDevices(h, routes, fp.Uplinks); err != nil {
 			return err
 		}
 		vteps, err = fpVTEPs(h, devs)
@@ -194,6 +206,16 @@ func (d *Datapath) setFastPath(fp FastPath) (FastPathStatus, error) {
 		return FastPathStatus{}, err
 	}
 	var st FastPathStatus
+	uplinks := fpUplinkIndexes(devs)
+	hops := fpNextHops(routes, uplinks, fp.PodRanges, vteps)
+	err = d.withNode(func(h netlinksafe.Handle) error {
+		var err error
+		st.NextHops, err = syncNextHops(h, uplinks, hops)
+		return err
+	})
+	if err != nil {
+		return FastPathStatus{}, err
+	}
 	for _, dv := range devs {
 		st.Devices = append(st.Devices, dv.name)
 		if dv.val.Kind == fpDevPod {
@@ -288,16 +310,12 @@ func loadFastPath(dir string) (*ebpf.Collection, error) {
 }
 
 // fpDevices lists the devices to attach to: every Strait host veth, with
-// the pod addresses its host routes carry (one route dump for all pods),
+// the pod addresses its host routes carry (routes: the main table),
 // and the uplinks by name.
-func fpDevices(h netlinksafe.Handle, uplinks []string) ([]fpDevice, error) {
+func fpDevices(h netlinksafe.Handle, routes []netlink.Route, uplinks []string) ([]fpDevice, error) {
 	links, err := h.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
-	}
-	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
 	}
 	hostRoutes := map[int][]netip.Addr{} // link index -> /32 and /128 destinations
 	for _, r := range routes {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/strait-net/strait/internal/testutil"
 	"golang.org/x/sys/unix"
@@ -139,6 +140,14 @@ func TestFastPath(t *testing.T) {
 	p1b.MTU = 1430
 	mustSetup(t, n1.dp, p1b)
 
+	// Shorter neighbour timers on n1's uplink (set before any entry
+	// exists), so that the next-hop test below re-resolves in about 10 s,
+	// not 30-60 s. Reachable time stays well above the probe delay: with
+	// both near 1 s, the kernel's own probes keep an entry fresh and the
+	// test could not fail (measured).
+	for _, kv := range []string{"base_reachable_time_ms=4000", "delay_first_probe_time=1", "interval_probe_time_ms=1000"} {
+		n1.ns.MustRun(t, "sysctl", "-qw", "net.ipv4.neigh.eth0."+kv, "net.ipv6.neigh.eth0."+kv)
+	}
 	outer := t
 	fs := bpffsDir(t)
 	dirs := map[*ovNode]string{}
@@ -160,6 +169,24 @@ func TestFastPath(t *testing.T) {
 		}
 		if st.Pods != wantPods || len(st.Devices) != wantPods+3 {
 			t.Fatalf("%s: status %+v, want %d pods and eth0 + 2 VXLAN devices", n.name, st, wantPods)
+		}
+		// The next hops on eth0: the other node of the subnet (native
+		// routes, both families) and the router (the underlay next hop
+		// to the VTEPs of the other subnet).
+		want := []string{"10.90.1.1"}
+		switch n {
+		case n1, n2:
+			other := n2
+			if n == n2 {
+				other = n1
+			}
+			want = append(want, other.v4.String(), other.v6.String())
+		case n3:
+			want = []string{"10.90.2.1"}
+		}
+		slices.Sort(want)
+		if got := managedNeighs(t, n); st.NextHops != len(want) || !slices.Equal(got, want) {
+			t.Fatalf("%s: %d next hops kept resolved, managed neighbours on eth0 %v, want %v", n.name, st.NextHops, got, want)
 		}
 	}
 	ids := linkIDs(t, dirs[n1])
@@ -405,6 +432,85 @@ func TestFastPath(t *testing.T) {
 		fastPathCarries(t, targets[1])
 	})
 
+	t.Run("a next hop that changes its MAC is followed", func(t *testing.T) {
+		// n2 gets a new MAC (a replaced NIC, the same addresses). All of
+		// the connections' packets are redirected, so nothing of the
+		// stack's would ever revalidate n1's entries for n2: only the
+		// kernel's managed re-probing brings the new MAC in.
+		//
+		// n2 keeps static entries for n1, as a peer that already knows
+		// n1 would: otherwise n2, whose entries the MAC change flushes,
+		// asks for n1's MAC and its ARP request or neighbour
+		// solicitation tells n1 the new one.
+		addrs := map[netip.Addr]string{}
+		for _, ip := range []netip.Addr{n2.pod4, n2.pod6} {
+			addrs[ip] = listenEcho(t, n2.pod, ip.String())
+			if err := roundTrip(n1.pod, addrs[ip]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mac1 := strings.Fields(n1.ns.MustRun(t, "cat", "/sys/class/net/eth0/address"))[0]
+		n2.ns.MustRun(t, "ip", "link", "set", "eth0", "address", "02:53:00:00:00:22")
+		for _, ip := range []netip.Addr{n1.v4, n1.v6} {
+			n2.ns.MustRun(t, "ip", "neigh", "replace", ip.String(), "lladdr", mac1, "dev", "eth0", "nud", "permanent")
+			t.Cleanup(func() { n2.ns.MustRun(t, "ip", "neigh", "del", ip.String(), "dev", "eth0") })
+		}
+		start := time.Now()
+		for _, ip := range []netip.Addr{n2.pod4, n2.pod6} {
+			for {
+				err := roundTripTimeout(n1.pod, addrs[ip], 2*time.Second)
+				if err == nil {
+					break
+				}
+				if time.Since(start) > 40*time.Second {
+					t.Fatalf("n1 -> n2 (%s) still failing %v after n2's MAC changed: %v\n%s", ip, time.Since(start).Round(time.Second),
+						err, n1.ns.MustRun(t, "ip", "neigh", "show", "dev", "eth0"))
+				}
+			}
+			t.Logf("n1 reached n2 (%s) at its new MAC after %v", ip, time.Since(start).Round(100*time.Millisecond))
+			f0 := forwarded(t, n1.ns)
+			c0 := counterSum(t, nodes, dirs)
+			if err := bulk(n1.pod, addrs[ip], 1<<20); err != nil {
+				t.Fatal(err)
+			}
+			if d := counterSum(t, nodes, dirs).Redirected - c0.Redirected; d < 16 || forwarded(t, n1.ns) != f0 {
+				t.Errorf("%s after the MAC change: %d packets redirected, n1 forwarded %d: want the fast path", ip, d, forwarded(t, n1.ns)-f0)
+			}
+		}
+	})
+
+	t.Run("a frame for another MAC stays with the stack", func(t *testing.T) {
+		// A UDP datagram to n2's pod, sent from n1's uplink as a raw
+		// frame: to a MAC nobody has, the bridge floods it to n2, whose
+		// stack would drop it (PACKET_OTHERHOST); to n2's MAC it is
+		// redirected into the pod.
+		mac2 := n2.ns.MustRun(t, "cat", "/sys/class/net/eth0/address")
+		for _, c := range []struct {
+			dst        string
+			redirected bool
+		}{{"02:53:00:00:00:99", false}, {mac2, true}} {
+			dst, err := net.ParseMAC(strings.TrimSpace(c.dst))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c0 := counterSum(t, []*ovNode{n2}, dirs)
+			sendUDPFrame(t, n1, dst, n1.v4, n2.pod4)
+			// A veth delivers within microseconds; 500 ms is ample.
+			var c1 FastPathCounters
+			for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if c1 = counterSum(t, []*ovNode{n2}, dirs); c1.Redirected != c0.Redirected {
+					break
+				}
+			}
+			// Other also counts ARP and neighbour discovery, so only
+			// the redirects are exact.
+			red, other := c1.Redirected-c0.Redirected, c1.Other-c0.Other
+			if want := map[bool]uint64{true: 1}[c.redirected]; red != want || !c.redirected && other == 0 {
+				t.Errorf("frame to %s: n2 redirected %d, left to the stack as other %d; want redirected %d", dst, red, other, want)
+			}
+		}
+	})
+
 	t.Run("flow export is refused while on", func(t *testing.T) {
 		if err := n1.dp.EnableFlowTracking(context.Background()); err == nil {
 			t.Fatal("EnableFlowTracking succeeded with the fast path on")
@@ -444,11 +550,14 @@ func TestFastPath(t *testing.T) {
 
 	t.Run("disable", func(t *testing.T) {
 		for _, n := range nodes {
-			if _, err := n.dp.SetFastPath(FastPath{PinDir: dirs[n]}); err != nil {
+			if _, err := n.dp.SetFastPath(FastPath{PinDir: dirs[n], Uplinks: fpConfig("").Uplinks}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := os.Stat(dirs[n]); !errors.Is(err, os.ErrNotExist) {
 				t.Fatalf("%s: pin directory left: %v", n.name, err)
+			}
+			if got := managedNeighs(t, n); len(got) != 0 {
+				t.Fatalf("%s: managed neighbours left on eth0: %v", n.name, got)
 			}
 		}
 		before := forwarded(t, n1.ns)
@@ -461,6 +570,71 @@ func TestFastPath(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// sendUDPFrame sends one IPv4 UDP datagram from src to dst as a raw frame
+// to MAC to out of n's eth0, past n's stack and programs.
+func sendUDPFrame(t *testing.T, n *ovNode, to net.HardwareAddr, src, dst netip.Addr) {
+	t.Helper()
+	err := n.ns.Do(func(ns.NetNS) error {
+		l, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		f := append(append(slices.Clone([]byte(to)), l.HardwareAddr...), 0x08, 0x00)
+		ip := []byte{0x45, 0, 0, 20 + 8 + 4, 0, 0, 0x40, 0, 64, unix.IPPROTO_UDP, 0, 0}
+		ip = append(append(ip, src.AsSlice()...), dst.AsSlice()...)
+		var sum uint32
+		for i := 0; i < len(ip); i += 2 {
+			sum += uint32(ip[i])<<8 | uint32(ip[i+1])
+		}
+		for sum > 0xffff {
+			sum = sum&0xffff + sum>>16
+		}
+		binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+		udp := []byte{0x9c, 0x40, 0, 9, 0, 8 + 4, 0, 0, 's', 't', 'r', 't'} // 40000 -> 9, no checksum
+		f = append(append(f, ip...), udp...)
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		sa := &unix.SockaddrLinklayer{Ifindex: l.Index, Halen: 6}
+		copy(sa.Addr[:], to)
+		return unix.Sendto(fd, f, 0, sa)
+	})
+	if err != nil {
+		t.Fatalf("send a frame from %s: %v", n.name, err)
+	}
+}
+
+// managedNeighs lists the fast path's managed neighbours on n's eth0.
+func managedNeighs(t *testing.T, n *ovNode) []string {
+	t.Helper()
+	var out []string
+	err := n.dp.withNode(func(h netlinksafe.Handle) error {
+		l, err := h.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+			ns, err := h.NeighList(l.Attrs().Index, fam)
+			if err != nil {
+				return err
+			}
+			for _, e := range ns {
+				if fpOwnNeigh(e) {
+					out = append(out, e.IP.String())
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // vxlanFrame captures on n's eth0 the first VXLAN packet from underlay

@@ -45,6 +45,9 @@ type FastPath struct {
 	// Devices have the programs attached; Pods counts the pods among them.
 	Devices int `json:"devices"`
 	Pods    int `json:"pods"`
+	// NextHops counts the neighbours on the uplink the programs forward
+	// to that the kernel keeps resolved (managed entries).
+	NextHops int `json:"nextHops"`
 	// Packets by what the programs did with them: redirected, or left to
 	// the stack and why (local, nat, spoofed, notPod, fib, other); and
 	// encapsulated: of the redirected, those the programs encapsulated in

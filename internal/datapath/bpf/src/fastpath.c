@@ -9,6 +9,8 @@
 //
 // A packet is redirected only when all of these hold, otherwise it is left
 // to the stack untouched (TC_ACT_OK):
+//   - the frame is addressed to the device (PACKET_HOST): the stack drops
+//     other hosts' frames a promiscuous or misdirected device receives;
 //   - IPv4 without options or fragments, or IPv6 whose next header is TCP or
 //     UDP; TTL / hop limit above 1;
 //   - from a pod: its source is that pod's own address (fp_devs), and its
@@ -38,6 +40,7 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/in.h>
@@ -431,6 +434,8 @@ static __always_inline int fwd6(struct __sk_buff *skb, struct dev *src)
 static __always_inline int fwd(struct __sk_buff *skb, int from_pod)
 {
 	struct dev *src = 0;
+	if (skb->pkt_type != PACKET_HOST)
+		return count(CNT_OTHER, TC_ACT_OK);
 	if (from_pod) {
 		__u32 in = skb->ingress_ifindex;
 		src = bpf_map_lookup_elem(&fp_devs, &in);
