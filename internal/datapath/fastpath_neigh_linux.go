@@ -58,14 +58,9 @@ func fpNextHops(routes []netlink.Route, uplinks map[int]bool, ranges []netip.Pre
 			out[fpNextHop{ifindex: idx, ip: ip.Unmap()}] = true
 		}
 	}
-	type best struct {
-		dst netip.Prefix
-		r   *netlink.Route
-	}
-	lpm := map[netip.Addr]best{}
-	for _, v := range vteps {
-		lpm[netip.AddrFrom4(v)] = best{}
-	}
+	// The IPv4 unicast routes by destination, the lowest metric kept, for
+	// the VTEPs' longest matches (at most 33 lookups each).
+	v4 := map[netip.Prefix]*netlink.Route{}
 	for i := range routes {
 		r := &routes[i]
 		if r.Type != unix.RTN_UNICAST {
@@ -90,23 +85,24 @@ func fpNextHops(routes []netlink.Route, uplinks map[int]bool, ranges []netip.Pre
 				break
 			}
 		}
-		if !dst.Addr().Is4() {
-			continue
-		}
-		for vtep, b := range lpm {
-			if dst.Contains(vtep) && (b.r == nil || dst.Bits() > b.dst.Bits() ||
-				dst.Bits() == b.dst.Bits() && r.Priority < b.r.Priority) {
-				lpm[vtep] = best{dst: dst, r: r}
-			}
+		if b, ok := v4[dst]; dst.Addr().Is4() && (!ok || r.Priority < b.Priority) {
+			v4[dst] = r
 		}
 	}
-	for vtep, b := range lpm {
-		switch {
-		case b.r == nil || len(b.r.MultiPath) > 0:
-		case b.r.Gw != nil:
-			add(b.r.LinkIndex, b.r.Gw)
-		default:
-			add(b.r.LinkIndex, vtep.AsSlice())
+	for _, v := range vteps {
+		vtep := netip.AddrFrom4(v)
+		for bits := 32; bits >= 0; bits-- {
+			r, ok := v4[netip.PrefixFrom(vtep, bits).Masked()]
+			switch {
+			case !ok:
+				continue
+			case len(r.MultiPath) > 0:
+			case r.Gw != nil:
+				add(r.LinkIndex, r.Gw)
+			default:
+				add(r.LinkIndex, vtep.AsSlice())
+			}
+			break
 		}
 	}
 	return out

@@ -18,7 +18,8 @@ import (
 )
 
 // fastPathPackets reads every node's eBPF fast path counters through
-// `straitctl status -o json` on that node's socket.
+// `straitctl status -o json` on that node's socket, and checks that the
+// fast path is active there with its next hops kept resolved.
 func (e *labEnv) fastPathPackets(t *testing.T, nodes ...string) map[string]map[string]uint64 {
 	t.Helper()
 	out := map[string]map[string]uint64{}
@@ -34,6 +35,11 @@ func (e *labEnv) fastPathPackets(t *testing.T, nodes ...string) map[string]map[s
 		}
 		if st.FastPath == nil || st.FastPath.Error != "" || st.FastPath.Pods == 0 {
 			t.Fatalf("node %s: fast path not active: %+v", n, st.FastPath)
+		}
+		// Every node has other nodes' VTEPs behind its uplink, so at
+		// least one managed next hop (docs/fast-path.md).
+		if st.FastPath.NextHops == 0 {
+			t.Fatalf("node %s: fast path keeps no next hop resolved: %+v", n, st.FastPath)
 		}
 		out[n] = st.FastPath.Packets
 	}
