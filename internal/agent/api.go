@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -167,6 +168,13 @@ func (a *Agent) apiRoutes(ctx context.Context) api.Routes {
 			out.OverlayError = err.Error()
 		}
 		out.Overlay = overlayEntries(entries, v.peers)
+		if a.cfg.FastPath.Enabled {
+			hops, err := st.cluster.dp.FastPathNextHops()
+			if err != nil {
+				out.NextHopsError = err.Error()
+			}
+			out.NextHops = nextHops(hops, v.peers)
+		}
 	}
 	if st.alloc != nil {
 		for _, al := range st.alloc.List() {
@@ -178,6 +186,28 @@ func (a *Agent) apiRoutes(ctx context.Context) api.Routes {
 		slices.SortFunc(out.Pods, func(x, y api.PodRoute) int {
 			return comparePrefix(netip.MustParsePrefix(x.Dst), netip.MustParsePrefix(y.Dst))
 		})
+	}
+	return out
+}
+
+// nextHops converts the fast path's next hops, naming the peers whose
+// blocks go through each: a native route's gateway, or an IPv4 VTEP
+// reached directly.
+func nextHops(hops []datapath.NextHop, peers map[string]datapath.Peer) []api.NextHop {
+	out := make([]api.NextHop, 0, len(hops))
+	for _, h := range hops {
+		n := api.NextHop{Dev: h.Dev, IP: h.IP.String(), State: h.State}
+		if len(h.MAC) > 0 {
+			n.MAC = h.MAC.String()
+		}
+		for _, name := range slices.Sorted(maps.Keys(peers)) {
+			if slices.ContainsFunc(peers[name].Routes, func(r datapath.PeerRoute) bool {
+				return !r.Encap && r.Gateway == h.IP || r.Encap && r.VTEPIP == h.IP
+			}) {
+				n.Peers = append(n.Peers, name)
+			}
+		}
+		out = append(out, n)
 	}
 	return out
 }

@@ -131,6 +131,7 @@ type OverlayDatapath interface {
 	UplinkFor(ctx context.Context, addr netip.Addr) (datapath.Uplink, error)
 	SetFastPath(fp datapath.FastPath) (datapath.FastPathStatus, error)
 	FastPathCounters(pinDir string) (datapath.FastPathCounters, error)
+	FastPathNextHops() ([]datapath.NextHop, error)
 }
 
 // clusterClients are the API clients of the cluster modes.

@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/strait-net/strait/internal/ctl/api"
 	"github.com/strait-net/strait/internal/datapath"
 )
 
@@ -71,6 +74,38 @@ strait_fastpath_packets_total{result="spoofed"} 0
 `
 	if err := promtest.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func (f *fastPathDP) FastPathNextHops() ([]datapath.NextHop, error) {
+	return []datapath.NextHop{
+		{Dev: "eth0", IP: netip.MustParseAddr("10.90.1.1"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, State: "reachable"},
+		{Dev: "eth0", IP: netip.MustParseAddr("10.90.1.12"), State: "incomplete"},
+		{Dev: "eth0", IP: netip.MustParseAddr("10.90.1.13"), State: "stale"},
+	}, nil
+}
+
+// The next hops name the peers routed through them: a native route's
+// gateway, an on-link VTEP; the underlay gateway none.
+func TestNextHopsAttribution(t *testing.T) {
+	dp := &fastPathDP{}
+	hops, _ := dp.FastPathNextHops()
+	peers := map[string]datapath.Peer{
+		"n2": {Name: "n2", Routes: []datapath.PeerRoute{{Dst: netip.MustParsePrefix("10.244.2.0/26"),
+			Gateway: netip.MustParseAddr("10.90.1.12"), Dev: "eth0"}}},
+		"n3": {Name: "n3", Routes: []datapath.PeerRoute{{Dst: netip.MustParsePrefix("10.244.3.0/26"), Encap: true,
+			Gateway: netip.MustParseAddr("10.244.3.0"), VTEPIP: netip.MustParseAddr("10.90.1.13")}}},
+		"n4": {Name: "n4", Routes: []datapath.PeerRoute{{Dst: netip.MustParsePrefix("10.244.4.0/26"), Encap: true,
+			Gateway: netip.MustParseAddr("10.244.4.0"), VTEPIP: netip.MustParseAddr("10.90.2.14")}}},
+	}
+	got := nextHops(hops, peers)
+	want := []api.NextHop{
+		{Dev: "eth0", IP: "10.90.1.1", MAC: "02:00:00:00:00:01", State: "reachable"},
+		{Dev: "eth0", IP: "10.90.1.12", State: "incomplete", Peers: []string{"n2"}},
+		{Dev: "eth0", IP: "10.90.1.13", State: "stale", Peers: []string{"n3"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("next hops\n got %+v\nwant %+v", got, want)
 	}
 }
 

@@ -196,6 +196,40 @@ Pod routes:
 `)
 }
 
+// With the fast path on, routes also lists its managed next hops.
+func TestRoutesNextHops(t *testing.T) {
+	var out bytes.Buffer
+	r := api.Routes{NextHops: []api.NextHop{
+		{Dev: "eth0", IP: "10.90.1.1", MAC: "aa:bb:cc:dd:ee:01", State: "reachable"},
+		{Dev: "eth0", IP: "10.90.1.12", MAC: "aa:bb:cc:dd:ee:12", State: "stale", Peers: []string{"n2"}},
+		{Dev: "eth0", IP: "10.90.1.13", State: "incomplete", Peers: []string{"n3", "n4"}},
+	}}
+	if err := renderRoutes(&out, &r, false); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, "next hops", out.String(), `
+Overlay (kernel):
+  none
+
+eBPF fast path next hops (kernel-managed neighbours):
+ADDRESS     MAC                STATE       DEV   PEERS
+10.90.1.1   aa:bb:cc:dd:ee:01  reachable   eth0  -
+10.90.1.12  aa:bb:cc:dd:ee:12  stale       eth0  n2
+10.90.1.13  -                  incomplete  eth0  n3,n4
+
+Pod routes:
+  none
+`)
+	out.Reset()
+	r = api.Routes{NextHopsError: "netlink: operation not permitted"}
+	if err := renderRoutes(&out, &r, false); err != nil {
+		t.Fatal(err)
+	}
+	if want := "eBPF fast path next hops (kernel-managed neighbours):\n  cannot read them: netlink: operation not permitted\n"; !strings.Contains(out.String(), want) {
+		t.Fatalf("routes with a next-hop error:\n%s\nwant %q", out.String(), want)
+	}
+}
+
 func TestIPAMTableAndWide(t *testing.T) {
 	sock := fakeAgent(t)
 	expect(t, "ipam", run(t, sock, "ipam", OutputTable), `

@@ -157,6 +157,9 @@ func renderRoutes(w io.Writer, r *api.Routes, wide bool) error {
 			return err
 		}
 	}
+	if err := renderNextHops(w, r); err != nil {
+		return err
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Pod routes:")
 	if len(r.Pods) == 0 {
@@ -253,6 +256,35 @@ func renderIPAM(w io.Writer, m *api.IPAM, wide bool, now time.Time) error {
 	}
 	fmt.Fprintf(w, "\n%d %s\n", len(m.Allocations), noun)
 	return nil
+}
+
+// renderNextHops lists the eBPF fast path's managed next hops, when it is
+// on (the agent sends them or an error only then).
+func renderNextHops(w io.Writer, r *api.Routes) error {
+	if len(r.NextHops) == 0 && r.NextHopsError == "" {
+		return nil
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "eBPF fast path next hops (kernel-managed neighbours):")
+	if r.NextHopsError != "" {
+		fmt.Fprintf(w, "  cannot read them: %s\n", r.NextHopsError)
+	}
+	if len(r.NextHops) == 0 {
+		return nil
+	}
+	tw := newTab(w)
+	row(tw, "ADDRESS", "MAC", "STATE", "DEV", "PEERS")
+	for _, h := range r.NextHops {
+		mac, peers := h.MAC, strings.Join(h.Peers, ",")
+		if mac == "" {
+			mac = "-"
+		}
+		if peers == "" {
+			peers = "-"
+		}
+		row(tw, h.IP, mac, h.State, h.Dev, peers)
+	}
+	return tw.Flush()
 }
 
 // renderFastPath is the fast path on one line: where it is attached and

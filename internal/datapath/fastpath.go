@@ -1,6 +1,9 @@
 package datapath
 
-import "net/netip"
+import (
+	"net"
+	"net/netip"
+)
 
 // FastPath is the desired state of the opt-in eBPF fast path
 // (internal/datapath/bpf/fastpath.c): tc programs on the pods' host veths,
@@ -53,4 +56,16 @@ type FastPathStatus struct {
 	// that are kept as kernel-managed entries, so that the kernel keeps
 	// re-resolving them although the programs never confirm them.
 	NextHops int
+}
+
+// NextHop is one of the fast path's kernel-managed neighbour entries: a
+// next hop on the uplink the programs forward to (docs/fast-path.md).
+type NextHop struct {
+	Dev string
+	IP  netip.Addr
+	// MAC is the resolved link-layer address (empty while unresolved).
+	MAC net.HardwareAddr
+	// State is the kernel's NUD state: reachable, stale, delay, probe,
+	// incomplete, failed or none.
+	State string
 }

@@ -188,6 +188,21 @@ func TestFastPath(t *testing.T) {
 		if got := managedNeighs(t, n); st.NextHops != len(want) || !slices.Equal(got, want) {
 			t.Fatalf("%s: %d next hops kept resolved, managed neighbours on eth0 %v, want %v", n.name, st.NextHops, got, want)
 		}
+		// What straitctl routes shows.
+		hops, err := n.dp.FastPathNextHops()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, h := range hops {
+			if h.Dev != "eth0" || h.State == "" {
+				t.Errorf("%s: next hop %+v", n.name, h)
+			}
+			got = append(got, h.IP.String())
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: FastPathNextHops %v, want %v", n.name, got, want)
+		}
 	}
 	ids := linkIDs(t, dirs[n1])
 	if st := mustFastPath(t, n1.dp, fpConfig(dirs[n1])); st.Pods != 2 {
@@ -468,6 +483,14 @@ func TestFastPath(t *testing.T) {
 				}
 			}
 			t.Logf("n1 reached n2 (%s) at its new MAC after %v", ip, time.Since(start).Round(100*time.Millisecond))
+			hops, err := n1.dp.FastPathNextHops()
+			if err != nil {
+				t.Fatal(err)
+			}
+			i := slices.IndexFunc(hops, func(h NextHop) bool { return h.IP == n2.underlay(ipVersion(ip)) })
+			if i < 0 || hops[i].MAC.String() != "02:53:00:00:00:22" {
+				t.Errorf("n1's next hops after n2's MAC changed: %+v", hops)
+			}
 			f0 := forwarded(t, n1.ns)
 			c0 := counterSum(t, nodes, dirs)
 			if err := bulk(n1.pod, addrs[ip], 1<<20); err != nil {

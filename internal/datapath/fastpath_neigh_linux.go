@@ -1,9 +1,11 @@
 package datapath
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
@@ -178,4 +180,55 @@ func dropNextHops(h netlinksafe.Handle, names []string) error {
 	}
 	_, err := syncNextHops(h, uplinks, nil)
 	return err
+}
+
+// FastPathNextHops lists the fast path's managed neighbour entries in the
+// kernel, with their current address and state, sorted by device and
+// address.
+func (d *Datapath) FastPathNextHops() ([]NextHop, error) {
+	var out []NextHop
+	err := d.withNode(func(h netlinksafe.Handle) error {
+		links, err := h.LinkList()
+		if err != nil {
+			return fmt.Errorf("list links: %w", err)
+		}
+		names := map[int]string{}
+		for _, l := range links {
+			names[l.Attrs().Index] = l.Attrs().Name
+		}
+		for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+			ns, err := neighList(h, 0, fam)
+			if err != nil {
+				return fmt.Errorf("list neighbours: %w", err)
+			}
+			for _, n := range ns {
+				ip, ok := netip.AddrFromSlice(n.IP)
+				if !ok || !fpOwnNeigh(n) {
+					continue
+				}
+				out = append(out, NextHop{Dev: names[n.LinkIndex], IP: ip.Unmap(), MAC: n.HardwareAddr, State: nudName(n.State)})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fast path next hops: %w", err)
+	}
+	slices.SortFunc(out, func(a, b NextHop) int { return cmp.Or(cmp.Compare(a.Dev, b.Dev), a.IP.Compare(b.IP)) })
+	return out, nil
+}
+
+// nudName names a neighbour's NUD state as ip-neighbour(8) does, lower case.
+func nudName(state int) string {
+	for _, s := range []struct {
+		bit  int
+		name string
+	}{{netlink.NUD_REACHABLE, "reachable"}, {netlink.NUD_STALE, "stale"}, {netlink.NUD_DELAY, "delay"},
+		{netlink.NUD_PROBE, "probe"}, {netlink.NUD_INCOMPLETE, "incomplete"}, {netlink.NUD_FAILED, "failed"},
+		{netlink.NUD_NOARP, "noarp"}, {netlink.NUD_PERMANENT, "permanent"}} {
+		if state&s.bit != 0 {
+			return s.name
+		}
+	}
+	return "none"
 }

@@ -47,3 +47,6 @@ func (d *Datapath) SetFastPath(FastPath) (FastPathStatus, error) {
 func (d *Datapath) FastPathCounters(string) (FastPathCounters, error) {
 	return FastPathCounters{}, errUnsupported
 }
+
+// FastPathNextHops fails: the datapath is only supported on Linux.
+func (d *Datapath) FastPathNextHops() ([]NextHop, error) { return nil, errUnsupported }

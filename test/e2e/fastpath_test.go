@@ -41,6 +41,18 @@ func (e *labEnv) fastPathPackets(t *testing.T, nodes ...string) map[string]map[s
 		if st.FastPath.NextHops == 0 {
 			t.Fatalf("node %s: fast path keeps no next hop resolved: %+v", n, st.FastPath)
 		}
+		// straitctl routes lists them from the kernel.
+		b, err = exec.Command(filepath.Join(filepath.Dir(e.bin), "straitctl"), "--socket", sock, "routes", "-o", "json").Output()
+		if err != nil {
+			t.Fatalf("straitctl routes on %s: %v", n, err)
+		}
+		var rt api.Routes
+		if err := json.Unmarshal(b, &rt); err != nil {
+			t.Fatalf("straitctl routes -o json on %s: %v\n%s", n, err, b)
+		}
+		if len(rt.NextHops) == 0 || rt.NextHopsError != "" || rt.NextHops[0].Dev == "" || rt.NextHops[0].State == "" {
+			t.Fatalf("node %s: straitctl routes lists next hops %+v (error %q), want the managed entries", n, rt.NextHops, rt.NextHopsError)
+		}
 		out[n] = st.FastPath.Packets
 	}
 	return out

@@ -94,6 +94,26 @@ type Routes struct {
 	Pods []PodRoute `json:"pods"`
 	// Skipped are the desired routes that are not installed, and why.
 	Skipped []Skipped `json:"skipped"`
+	// NextHops are the eBPF fast path's kernel-managed neighbours (only
+	// with the fast path on); NextHopsError says why they could not be read.
+	NextHops      []NextHop `json:"fastPathNextHops,omitempty"`
+	NextHopsError string    `json:"fastPathNextHopsError,omitempty"`
+}
+
+// NextHop is a neighbour on the uplink that the fast path's programs
+// forward to, kept resolved by the kernel (a managed entry).
+type NextHop struct {
+	Dev string `json:"dev"`
+	IP  string `json:"ip"`
+	// MAC is empty while unresolved.
+	MAC string `json:"mac,omitempty"`
+	// State is the kernel's: reachable, stale, delay, probe, incomplete,
+	// failed.
+	State string `json:"state"`
+	// Peers are the remote nodes whose blocks are routed through it when
+	// that is known from their routes (the node itself, for a native route
+	// or an on-link VTEP); an underlay gateway lists none.
+	Peers []string `json:"peers,omitempty"`
 }
 
 // OverlayEntry is one kernel route, neighbour or FDB entry of the overlay.
