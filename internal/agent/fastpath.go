@@ -114,6 +114,7 @@ type fastPathCollector struct {
 	packets *prometheus.Desc
 	encap   *prometheus.Desc
 	devices *prometheus.Desc
+	hops    *prometheus.Desc
 }
 
 func newFastPathCollector(cc *clusterController) *fastPathCollector {
@@ -123,6 +124,8 @@ func newFastPathCollector(cc *clusterController) *fastPathCollector {
 		encap: prometheus.NewDesc("strait_fastpath_encapsulated_packets_total",
 			"Of the redirected packets, those the fast path encapsulated in VXLAN itself and sent out of the uplink.", nil, nil),
 		devices: prometheus.NewDesc("strait_fastpath_devices", "Interfaces with the fast path's programs attached.", nil, nil),
+		hops: prometheus.NewDesc("strait_fastpath_next_hops",
+			"The fast path's kernel-managed next hops on the uplink, by neighbour state (incomplete or failed: unresolvable).", []string{"state"}, nil),
 	}
 }
 
@@ -130,6 +133,7 @@ func (f *fastPathCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- f.packets
 	ch <- f.encap
 	ch <- f.devices
+	ch <- f.hops
 }
 
 func (f *fastPathCollector) Collect(ch chan<- prometheus.Metric) {
@@ -138,6 +142,19 @@ func (f *fastPathCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(f.devices, prometheus.GaugeValue, float64(len(st.Devices)))
+	if hops, err := f.cc.dp.FastPathNextHops(); err != nil {
+		ch <- prometheus.NewInvalidMetric(f.hops, err)
+	} else {
+		by := map[string]int{}
+		for _, h := range hops {
+			by[h.State]++
+		}
+		// Every state a managed entry can be in, zero included, so that
+		// an alert on "failed" has a series.
+		for _, state := range []string{"reachable", "stale", "delay", "probe", "incomplete", "failed", "none"} {
+			ch <- prometheus.MustNewConstMetric(f.hops, prometheus.GaugeValue, float64(by[state]), state)
+		}
+	}
 	c, err := f.cc.dp.FastPathCounters(f.cc.cfg.FastPath.PinDir)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(f.packets, err)

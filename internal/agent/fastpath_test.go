@@ -59,6 +59,15 @@ func TestFastPathStatusAndMetrics(t *testing.T) {
 # HELP strait_fastpath_devices Interfaces with the fast path's programs attached.
 # TYPE strait_fastpath_devices gauge
 strait_fastpath_devices 3
+# HELP strait_fastpath_next_hops The fast path's kernel-managed next hops on the uplink, by neighbour state (incomplete or failed: unresolvable).
+# TYPE strait_fastpath_next_hops gauge
+strait_fastpath_next_hops{state="delay"} 0
+strait_fastpath_next_hops{state="failed"} 0
+strait_fastpath_next_hops{state="incomplete"} 1
+strait_fastpath_next_hops{state="none"} 0
+strait_fastpath_next_hops{state="probe"} 0
+strait_fastpath_next_hops{state="reachable"} 1
+strait_fastpath_next_hops{state="stale"} 1
 # HELP strait_fastpath_encapsulated_packets_total Of the redirected packets, those the fast path encapsulated in VXLAN itself and sent out of the uplink.
 # TYPE strait_fastpath_encapsulated_packets_total counter
 strait_fastpath_encapsulated_packets_total 40
