@@ -194,18 +194,24 @@ func (a *Agent) apiRoutes(ctx context.Context) api.Routes {
 // blocks go through each: a native route's gateway, or an IPv4 VTEP
 // reached directly.
 func nextHops(hops []datapath.NextHop, peers map[string]datapath.Peer) []api.NextHop {
+	// The peers behind each underlay address, in name order, each once.
+	behind := map[netip.Addr][]string{}
+	for _, name := range slices.Sorted(maps.Keys(peers)) {
+		for _, r := range peers[name].Routes {
+			addr := r.Gateway
+			if r.Encap {
+				addr = r.VTEPIP
+			}
+			if ps := behind[addr]; len(ps) == 0 || ps[len(ps)-1] != name {
+				behind[addr] = append(ps, name)
+			}
+		}
+	}
 	out := make([]api.NextHop, 0, len(hops))
 	for _, h := range hops {
-		n := api.NextHop{Dev: h.Dev, IP: h.IP.String(), State: h.State}
+		n := api.NextHop{Dev: h.Dev, IP: h.IP.String(), State: h.State, Peers: behind[h.IP]}
 		if len(h.MAC) > 0 {
 			n.MAC = h.MAC.String()
-		}
-		for _, name := range slices.Sorted(maps.Keys(peers)) {
-			if slices.ContainsFunc(peers[name].Routes, func(r datapath.PeerRoute) bool {
-				return !r.Encap && r.Gateway == h.IP || r.Encap && r.VTEPIP == h.IP
-			}) {
-				n.Peers = append(n.Peers, name)
-			}
 		}
 		out = append(out, n)
 	}

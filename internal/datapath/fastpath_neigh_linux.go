@@ -73,10 +73,7 @@ func fpNextHops(routes []netlink.Route, uplinks map[int]bool, ranges []netip.Pre
 			if r.Dst != nil || (r.Family != unix.AF_INET && r.Family != unix.AF_INET6) {
 				continue
 			}
-			dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0) // a default route
-			if r.Family == unix.AF_INET6 {
-				dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
-			}
+			dst = defaultPrefix(r.Family)
 		}
 		for _, rg := range ranges {
 			if rg.Bits() <= dst.Bits() && rg.Contains(dst.Addr()) {
@@ -131,8 +128,8 @@ func syncNextHops(h netlinksafe.Handle, uplinks map[int]bool, want map[fpNextHop
 				return 0, fmt.Errorf("list neighbours: %w", err)
 			}
 			for _, n := range ns {
-				ip, ok := netip.AddrFromSlice(n.IP)
-				if !ok || n.LinkIndex != idx {
+				ip, ok := netip.AddrFromSlice(n.IP) // neighList keeps idx's only
+				if !ok {
 					continue
 				}
 				k := fpNextHop{ifindex: idx, ip: ip.Unmap()}

@@ -181,10 +181,7 @@ func (o *overlayState) dump(h netlinksafe.Handle) (map[entryKey]entryVal, []chan
 func routeEntry(r netlink.Route, fam int, names map[int]string) (entryKey, entryVal) {
 	dst, ok := prefixOf(r.Dst)
 	if !ok {
-		dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-		if fam == netlink.FAMILY_V6 {
-			dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
-		}
+		dst = defaultPrefix(fam)
 	}
 	k := entryKey{kind: kindRoute, dst: dst}
 	if r.Type != unix.RTN_UNICAST || len(r.MultiPath) > 0 {
