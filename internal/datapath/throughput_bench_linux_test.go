@@ -263,7 +263,7 @@ const (
 // the fast path: its programs must redirect at least 1,000 packets, and
 // encapsulate as encap says.
 func fastPathPath(b *testing.B, p tpPath, uplinks []string, encap int, dps ...*Datapath) tpPath {
-	dir := bpffsDir(b)
+	dir := testutil.MountBPFFS(b)
 	fp := func(i int, on bool) FastPath {
 		return FastPath{Enabled: on, PinDir: filepath.Join(dir, strconv.Itoa(i)),
 			PodRanges: []netip.Prefix{netip.MustParsePrefix(tpPool)}, Uplinks: uplinks}

@@ -42,9 +42,9 @@ func RequireRoot(t testing.TB) {
 }
 
 // Main wraps testing.M for packages with privileged tests: it removes the
-// namespaces left by earlier test processes that no longer run, and deletes
-// this process's namespaces when it is interrupted (Ctrl-C, SIGTERM), where
-// t.Cleanup would not run.
+// namespaces and bpffs mounts left by earlier test processes that no longer
+// run, and removes this process's when it is interrupted (Ctrl-C, SIGTERM),
+// where t.Cleanup would not run.
 func Main(m *testing.M) {
 	SweepStale()
 	sig := make(chan os.Signal, 1)
@@ -53,15 +53,19 @@ func Main(m *testing.M) {
 		s := <-sig
 		fmt.Fprintf(os.Stderr, "testutil: %v: deleting this test process's namespaces\n", s)
 		deleteOwnNamespaces(os.Getpid())
+		sweepBPFFS(true)
 		os.Exit(130)
 	}()
 	code := m.Run()
 	deleteOwnNamespaces(os.Getpid())
+	sweepBPFFS(true)
 	os.Exit(code)
 }
 
-// SweepStale deletes namespaces created by test processes that have exited.
+// SweepStale deletes namespaces, and unmounts bpffs mounts, created by test
+// processes that have exited.
 func SweepStale() {
+	sweepBPFFS(false)
 	entries, err := os.ReadDir(netnsDir)
 	if err != nil {
 		return
@@ -77,8 +81,11 @@ func SweepStale() {
 	}
 }
 
-func ownerPID(name string) (int, bool) {
-	rest, ok := strings.CutPrefix(name, nsPrefix)
+func ownerPID(name string) (int, bool) { return pidAfter(nsPrefix, name) }
+
+// pidAfter reads the owner's PID in a name made of prefix, PID, "-" and more.
+func pidAfter(prefix, name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, prefix)
 	if !ok {
 		return 0, false
 	}
