@@ -81,6 +81,11 @@ type fastPathState struct {
 	mu   sync.Mutex
 	dir  string
 	coll *ebpf.Collection
+	// From the last successful SetFastPath, for manageNewNextHops: the
+	// uplinks whose neighbours the programs use (name -> ifindex) and the
+	// pod ranges.
+	uplinks map[string]int
+	ranges  []netip.Prefix
 }
 
 func (s *fastPathState) close() {
@@ -88,7 +93,7 @@ func (s *fastPathState) close() {
 		s.coll.Close()
 		s.coll = nil
 	}
-	s.dir = ""
+	s.dir, s.uplinks, s.ranges = "", nil, nil
 }
 
 // fpDevice is one interface the fast path attaches to.
@@ -216,10 +221,14 @@ func (d *Datapath) setFastPath(fp FastPath) (FastPathStatus, error) {
 	if err != nil {
 		return FastPathStatus{}, err
 	}
+	d.fast.uplinks, d.fast.ranges = map[string]int{}, slices.Clone(fp.PodRanges)
 	for _, dv := range devs {
 		st.Devices = append(st.Devices, dv.name)
 		if dv.val.Kind == fpDevPod {
 			st.Pods++
+		}
+		if uplinks[dv.ifindex] {
+			d.fast.uplinks[dv.name] = dv.ifindex
 		}
 	}
 	slices.Sort(st.Devices)
@@ -416,15 +425,18 @@ func fpVTEPKeyOf(mac string) (fpVTEPKey, bool) {
 	return k, true
 }
 
-// mirrorFDB copies FDB changes the overlay made (done: the successful FDB
-// changes, as applyChanges collects them) into fp_vteps while the fast path
-// is loaded, so that the programs never
-// encapsulate towards an address the kernel's FDB no longer holds, nor
-// wait for the next SetFastPath to use a new node. It is called with
-// overlay.mu held (lock order: overlay.mu before fast.mu); a failed update
-// is logged and repaired by the next SetFastPath, which rebuilds the map
-// from the FDB.
-func (d *Datapath) mirrorFDB(done []change) {
+// mirrorOverlay follows the overlay's changes (done: the successful FDB and
+// route changes, as applyChanges collects them) while the fast path is
+// loaded. It is called with overlay.mu held (lock order: overlay.mu before
+// fast.mu).
+//   - FDB changes go into fp_vteps at once, so that the programs never
+//     encapsulate towards an address the kernel's FDB no longer holds, nor
+//     wait for the next SetFastPath to use a new node. A failed update is
+//     logged and repaired by the next SetFastPath, which rebuilds the map
+//     from the FDB.
+//   - The next hops of new routes and VTEPs become managed neighbours at
+//     once (manageNewNextHops).
+func (d *Datapath) mirrorOverlay(done []change) {
 	d.fast.mu.Lock()
 	defer d.fast.mu.Unlock()
 	if d.fast.coll == nil {
@@ -432,6 +444,9 @@ func (d *Datapath) mirrorFDB(done []change) {
 	}
 	m := d.fast.coll.Maps[fpMapVTEPs]
 	for _, c := range done {
+		if c.key.kind != kindFDB {
+			continue
+		}
 		k, ok := fpVTEPKeyOf(c.key.mac)
 		if !ok || !c.val.ip.Is4() {
 			continue
@@ -449,6 +464,7 @@ func (d *Datapath) mirrorFDB(done []change) {
 				"entry", c.key.String(), "delete", c.del, "error", err)
 		}
 	}
+	d.manageNewNextHops(done)
 }
 
 // syncMap makes m hold exactly want.

@@ -328,6 +328,47 @@ func TestFastPath(t *testing.T) {
 		fastPathCarries(t, targets[1])
 	})
 
+	t.Run("a new peer's next hops are managed at once", func(t *testing.T) {
+		// n1 forgets n2 (native routes, both families) and n3 (VXLAN,
+		// through the router); a SetFastPath drops their next hops. When
+		// they come back, their next hops are managed again by SetPeer
+		// alone, before any SetFastPath: n2's addresses, and the router
+		// found by the route lookup for n3's VTEP.
+		ctx := context.Background()
+		all := managedNeighs(t, n1)
+		for _, p := range []*ovNode{n2, n3} {
+			if _, err := n1.dp.DeletePeer(ctx, p.name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mustFastPath(t, n1.dp, fpConfig(dirs[n1]))
+		if got := managedNeighs(t, n1); len(got) != 0 {
+			t.Fatalf("n1 without peers: managed neighbours %v, want none", got)
+		}
+		// A dynamic entry the stack learned meanwhile becomes managed
+		// too, as SetFastPath would make it.
+		mac2 := strings.TrimSpace(n2.ns.MustRun(t, "cat", "/sys/class/net/eth0/address"))
+		n1.ns.MustRun(t, "ip", "neigh", "replace", n2.v4.String(), "lladdr", mac2, "dev", "eth0", "nud", "stale")
+		steps := []struct {
+			peer *ovNode
+			want []string
+		}{
+			{n2, []string{n2.v4.String(), n2.v6.String()}},
+			{n3, all},
+		}
+		for _, st := range steps {
+			if _, err := n1.dp.SetPeer(ctx, peerOf(n1, st.peer, crossSubnet)); err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(st.want)
+			if got := managedNeighs(t, n1); !slices.Equal(got, st.want) {
+				t.Fatalf("after SetPeer(%s) alone: managed neighbours %v, want %v", st.peer.name, got, st.want)
+			}
+		}
+		fastPathCarries(t, targets[0])
+		fastPathCarries(t, targets[1])
+	})
+
 	t.Run("a next hop that changes its MAC is followed", func(t *testing.T) {
 		// n2 gets a new MAC (a replaced NIC, the same addresses). All of
 		// the connections' packets are redirected, so nothing of the

@@ -107,6 +107,100 @@ func fpNextHops(routes []netlink.Route, uplinks map[int]bool, ranges []netip.Pre
 	return out
 }
 
+// manageNewNextHops makes the next hops of the overlay's new entries (done:
+// its successful changes) managed neighbours at once, as fpNextHops would
+// at the next SetFastPath: the gateway of a new route into the pod ranges
+// out of an uplink (a native route), and a new IPv4 VTEP's underlay next
+// hop (from the main table; one route lookup). A new peer's first packets
+// then find its next hop resolved or being resolved, and a MAC change
+// right after the peer appeared is followed. An existing entry becomes
+// managed as in syncNextHops (a permanent or NOARP one is left as its owner
+// set it). Nothing is deleted here, since a next hop may serve
+// other peers; the next SetFastPath deletes those no longer wanted. Errors
+// are logged: the next SetFastPath repairs. It holds fast.mu.
+func (d *Datapath) manageNewNextHops(done []change) {
+	if len(d.fast.uplinks) == 0 {
+		return
+	}
+	var hops []fpNextHop
+	var vteps []netip.Addr
+	for _, c := range done {
+		switch {
+		case c.del:
+		case c.key.kind == kindRoute && c.val.ip.IsValid():
+			idx, ok := d.fast.uplinks[c.val.dev]
+			if ok && slices.ContainsFunc(d.fast.ranges, func(rg netip.Prefix) bool {
+				return rg.Bits() <= c.key.dst.Bits() && rg.Contains(c.key.dst.Addr())
+			}) {
+				hops = append(hops, fpNextHop{ifindex: idx, ip: c.val.ip.Unmap()})
+			}
+		case c.key.kind == kindFDB && c.val.ip.Is4():
+			vteps = append(vteps, c.val.ip)
+		}
+	}
+	if len(hops) == 0 && len(vteps) == 0 {
+		return
+	}
+	uplinks := map[int]bool{}
+	for _, idx := range d.fast.uplinks {
+		uplinks[idx] = true
+	}
+	err := d.withNode(func(h netlinksafe.Handle) error {
+		var errs []error
+		for _, vtep := range vteps {
+			rs, err := h.RouteGet(vtep.AsSlice())
+			if err != nil {
+				errs = append(errs, fmt.Errorf("route to VTEP %s: %w", vtep, err))
+				continue
+			}
+			// fpNextHops reads the main table only; a lookup answered
+			// by another table (policy routing) is left to it.
+			if len(rs) == 1 && rs[0].Table == unix.RT_TABLE_MAIN && uplinks[rs[0].LinkIndex] {
+				gw := vtep
+				if ip, ok := netip.AddrFromSlice(rs[0].Gw); ok && !ip.Unmap().IsUnspecified() {
+					gw = ip.Unmap()
+				}
+				hops = append(hops, fpNextHop{ifindex: rs[0].LinkIndex, ip: gw})
+			}
+		}
+		for _, k := range hops {
+			n := &netlink.Neigh{LinkIndex: k.ifindex, Family: netFamily(k.ip), IP: k.ip.AsSlice(),
+				State: netlink.NUD_NONE, Flags: netlink.NTF_EXT_LEARNED, FlagsExt: netlink.NTF_EXT_MANAGED}
+			err := h.NeighAdd(n)
+			if errors.Is(err, unix.EEXIST) {
+				err = manageExisting(h, n, k)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("managed neighbour %s (ifindex %d): %w", k.ip, k.ifindex, err))
+			}
+		}
+		return errors.Join(errs...)
+	})
+	if err != nil {
+		d.log.Warn("fast path: manage a new peer's next hop (the next resync repairs it)", "error", err)
+	}
+}
+
+// manageExisting makes the existing neighbour entry for k managed (n: the
+// managed entry), as syncNextHops does: a dynamic entry keeps its address and
+// state; a permanent or NOARP one, or one already managed, is left alone.
+func manageExisting(h netlinksafe.Handle, n *netlink.Neigh, k fpNextHop) error {
+	ns, err := neighList(h, k.ifindex, n.Family)
+	if err != nil {
+		return fmt.Errorf("list neighbours: %w", err)
+	}
+	for _, e := range ns {
+		if ip, ok := netip.AddrFromSlice(e.IP); !ok || ip.Unmap() != k.ip {
+			continue
+		}
+		if fpOwnNeigh(e) || e.State&(netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0 {
+			return nil
+		}
+		break
+	}
+	return h.NeighSet(n)
+}
+
 // fpOwnNeigh says whether n is one of the fast path's managed next hops.
 func fpOwnNeigh(n netlink.Neigh) bool {
 	return n.Flags&netlink.NTF_EXT_LEARNED != 0 && n.FlagsExt&netlink.NTF_EXT_MANAGED != 0

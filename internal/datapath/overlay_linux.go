@@ -300,7 +300,7 @@ func (d *Datapath) applyChanges(ctx context.Context, changes []change, peer stri
 	o := &d.overlay
 	var (
 		errs []error
-		fdb  []change // done, for the fast path's copy of the FDB
+		fast []change // done FDB and route changes, for the fast path
 	)
 	done := 0
 	err := d.withNode(func(h netlinksafe.Handle) error {
@@ -330,8 +330,8 @@ func (d *Datapath) applyChanges(ctx context.Context, changes []change, peer stri
 					continue
 				}
 				stats.count(c)
-				if c.key.kind == kindFDB {
-					fdb = append(fdb, c)
+				if c.key.kind == kindFDB || c.key.kind == kindRoute {
+					fast = append(fast, c)
 				}
 			}
 			done += len(chunk)
@@ -344,8 +344,8 @@ func (d *Datapath) applyChanges(ctx context.Context, changes []change, peer stri
 		}
 		errs = append(errs, err)
 	}
-	if len(fdb) > 0 {
-		d.mirrorFDB(fdb)
+	if len(fast) > 0 {
+		d.mirrorOverlay(fast)
 	}
 	return stats, errors.Join(errs...)
 }
