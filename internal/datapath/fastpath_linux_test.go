@@ -333,7 +333,8 @@ func TestFastPath(t *testing.T) {
 		// through the router); a SetFastPath drops their next hops. When
 		// they come back, their next hops are managed again by SetPeer
 		// alone, before any SetFastPath: n2's addresses, and the router
-		// found by the route lookup for n3's VTEP.
+		// found by the route lookup for n3's VTEP. The same for routes
+		// learned over BGP (SetLearnedRoutes).
 		ctx := context.Background()
 		all := managedNeighs(t, n1)
 		for _, p := range []*ovNode{n2, n3} {
@@ -349,20 +350,43 @@ func TestFastPath(t *testing.T) {
 		// too, as SetFastPath would make it.
 		mac2 := strings.TrimSpace(n2.ns.MustRun(t, "cat", "/sys/class/net/eth0/address"))
 		n1.ns.MustRun(t, "ip", "neigh", "replace", n2.v4.String(), "lladdr", mac2, "dev", "eth0", "nud", "stale")
+		setPeer := func(p *ovNode) func() error {
+			return func() error { _, err := n1.dp.SetPeer(ctx, peerOf(n1, p, crossSubnet)); return err }
+		}
+		learned := func(rs ...LearnedRoute) func() error {
+			return func() error { _, err := n1.dp.SetLearnedRoutes(ctx, rs); return err }
+		}
 		steps := []struct {
-			peer *ovNode
+			name string
+			do   func() error
 			want []string
 		}{
-			{n2, []string{n2.v4.String(), n2.v6.String()}},
-			{n3, all},
+			{"SetPeer(n2)", setPeer(n2), []string{n2.v4.String(), n2.v6.String()}},
+			{"SetPeer(n3)", setPeer(n3), all},
+			{"DeletePeer(n2), SetFastPath", func() error {
+				if _, err := n1.dp.DeletePeer(ctx, n2.name); err != nil {
+					return err
+				}
+				_, err := n1.dp.SetFastPath(fpConfig(dirs[n1]))
+				return err
+			}, []string{"10.90.1.1"}},
+			{"n2's blocks learned over BGP", learned(
+				LearnedRoute{Prefix: n2.block(4), Gateway: n2.v4},
+				LearnedRoute{Prefix: n2.block(6), Gateway: n2.v6}), all},
+			{"learned routes gone, SetPeer(n2)", func() error {
+				if err := learned()(); err != nil {
+					return err
+				}
+				return setPeer(n2)()
+			}, all},
 		}
 		for _, st := range steps {
-			if _, err := n1.dp.SetPeer(ctx, peerOf(n1, st.peer, crossSubnet)); err != nil {
-				t.Fatal(err)
+			if err := st.do(); err != nil {
+				t.Fatalf("%s: %v", st.name, err)
 			}
 			slices.Sort(st.want)
 			if got := managedNeighs(t, n1); !slices.Equal(got, st.want) {
-				t.Fatalf("after SetPeer(%s) alone: managed neighbours %v, want %v", st.peer.name, got, st.want)
+				t.Fatalf("after %s: managed neighbours %v, want %v", st.name, got, st.want)
 			}
 		}
 		fastPathCarries(t, targets[0])

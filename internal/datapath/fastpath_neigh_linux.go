@@ -108,42 +108,63 @@ func fpNextHops(routes []netlink.Route, uplinks map[int]bool, ranges []netip.Pre
 }
 
 // manageNewNextHops makes the next hops of the overlay's new entries (done:
-// its successful changes) managed neighbours at once, as fpNextHops would
-// at the next SetFastPath: the gateway of a new route into the pod ranges
-// out of an uplink (a native route), and a new IPv4 VTEP's underlay next
-// hop (from the main table; one route lookup). A new peer's first packets
-// then find its next hop resolved or being resolved, and a MAC change
-// right after the peer appeared is followed. An existing entry becomes
-// managed as in syncNextHops (a permanent or NOARP one is left as its owner
-// set it). Nothing is deleted here, since a next hop may serve
-// other peers; the next SetFastPath deletes those no longer wanted. Errors
-// are logged: the next SetFastPath repairs. It holds fast.mu.
+// its successful changes) managed neighbours at once (manageHops): the
+// gateway of a new native route, and a new IPv4 VTEP's underlay next hop.
+// It holds fast.mu.
 func (d *Datapath) manageNewNextHops(done []change) {
 	if len(d.fast.uplinks) == 0 {
 		return
 	}
-	var hops []fpNextHop
+	var gws []fpRouteHop
 	var vteps []netip.Addr
 	for _, c := range done {
 		switch {
 		case c.del:
 		case c.key.kind == kindRoute && c.val.ip.IsValid():
-			idx, ok := d.fast.uplinks[c.val.dev]
-			if ok && slices.ContainsFunc(d.fast.ranges, func(rg netip.Prefix) bool {
-				return rg.Bits() <= c.key.dst.Bits() && rg.Contains(c.key.dst.Addr())
-			}) {
-				hops = append(hops, fpNextHop{ifindex: idx, ip: c.val.ip.Unmap()})
+			if idx, ok := d.fast.uplinks[c.val.dev]; ok {
+				gws = append(gws, fpRouteHop{dst: c.key.dst, hop: fpNextHop{ifindex: idx, ip: c.val.ip.Unmap()}})
 			}
 		case c.key.kind == kindFDB && c.val.ip.Is4():
 			vteps = append(vteps, c.val.ip)
 		}
 	}
-	if len(hops) == 0 && len(vteps) == 0 {
+	d.manageHops(gws, vteps)
+}
+
+// fpRouteHop is a route's destination and its next hop.
+type fpRouteHop struct {
+	dst netip.Prefix
+	hop fpNextHop
+}
+
+// manageHops makes next hops managed neighbours at once, as fpNextHops
+// would at the next SetFastPath, for routes just installed: each gateway of
+// gws on an uplink whose route goes into the pod ranges, and the underlay
+// next hop of each VTEP (from the main table; one route lookup each). A new
+// node's first packets then find its next hop resolved or being resolved,
+// and a MAC change right after it appeared is followed. An existing entry
+// becomes managed as in syncNextHops (a permanent or NOARP one is left as
+// its owner set it). Nothing is deleted here, since a next hop may serve
+// other routes; the next SetFastPath deletes those no longer wanted.
+// Errors are logged: the next SetFastPath repairs. It holds fast.mu.
+func (d *Datapath) manageHops(gws []fpRouteHop, vteps []netip.Addr) {
+	if len(d.fast.uplinks) == 0 {
 		return
 	}
 	uplinks := map[int]bool{}
 	for _, idx := range d.fast.uplinks {
 		uplinks[idx] = true
+	}
+	var hops []fpNextHop
+	for _, g := range gws {
+		if uplinks[g.hop.ifindex] && slices.ContainsFunc(d.fast.ranges, func(rg netip.Prefix) bool {
+			return rg.Bits() <= g.dst.Bits() && rg.Contains(g.dst.Addr())
+		}) {
+			hops = append(hops, g.hop)
+		}
+	}
+	if len(hops) == 0 && len(vteps) == 0 {
+		return
 	}
 	err := d.withNode(func(h netlinksafe.Handle) error {
 		var errs []error
@@ -177,7 +198,7 @@ func (d *Datapath) manageNewNextHops(done []change) {
 		return errors.Join(errs...)
 	})
 	if err != nil {
-		d.log.Warn("fast path: manage a new peer's next hop (the next resync repairs it)", "error", err)
+		d.log.Warn("fast path: manage a new route's next hop (the next resync repairs it)", "error", err)
 	}
 }
 

@@ -33,12 +33,20 @@ func (d *Datapath) SetLearnedRoutes(ctx context.Context, routes []LearnedRoute) 
 	if err := ctx.Err(); err != nil {
 		return LearnedResult{}, fmt.Errorf("set learned routes: %w", err)
 	}
-	var res LearnedResult
+	var (
+		res LearnedResult
+		put []fpRouteHop
+	)
 	err := d.withNode(func(h netlinksafe.Handle) error {
 		var err error
-		res, err = setLearned(ctx, h, routes)
+		res, put, err = setLearned(ctx, h, routes)
 		return err
 	})
+	if len(put) > 0 {
+		d.fast.mu.Lock()
+		d.manageHops(put, nil)
+		d.fast.mu.Unlock()
+	}
 	if err != nil {
 		return res, fmt.Errorf("set learned routes: %w", err)
 	}
@@ -52,11 +60,16 @@ type learnedTarget struct {
 	link  int
 }
 
-func setLearned(ctx context.Context, h netlinksafe.Handle, routes []LearnedRoute) (LearnedResult, error) {
-	var res LearnedResult
+// setLearned also returns the routes it added or replaced, for the fast
+// path's next hops.
+func setLearned(ctx context.Context, h netlinksafe.Handle, routes []LearnedRoute) (LearnedResult, []fpRouteHop, error) {
+	var (
+		res LearnedResult
+		put []fpRouteHop
+	)
 	mine, others, err := dumpMainRoutes(h)
 	if err != nil {
-		return res, err
+		return res, nil, err
 	}
 	skip := func(r LearnedRoute, format string, a ...any) {
 		res.Skipped = append(res.Skipped, SkippedRoute{Route: r, Reason: fmt.Sprintf(format, a...)})
@@ -78,7 +91,7 @@ func setLearned(ctx context.Context, h netlinksafe.Handle, routes []LearnedRoute
 	for i, t := range targets {
 		if i%64 == 0 {
 			if err := ctx.Err(); err != nil {
-				return res, err
+				return res, put, err
 			}
 		}
 		have, had := mine[t.route.Prefix]
@@ -97,6 +110,7 @@ func setLearned(ctx context.Context, h netlinksafe.Handle, routes []LearnedRoute
 			continue
 		}
 		res.Installed++
+		put = append(put, fpRouteHop{dst: t.route.Prefix, hop: fpNextHop{ifindex: t.link, ip: t.gw.Unmap()}})
 		if had {
 			res.Replaced++
 		} else {
@@ -121,7 +135,7 @@ func setLearned(ctx context.Context, h netlinksafe.Handle, routes []LearnedRoute
 			errs = append(errs, fmt.Errorf("delete learned route %s: %w", p, err))
 		}
 	}
-	return res, errors.Join(errs...)
+	return res, put, errors.Join(errs...)
 }
 
 // ip6DefaultMetric is the metric the kernel gives an IPv6 route added with
