@@ -81,7 +81,7 @@ type fastPathState struct {
 	mu   sync.Mutex
 	dir  string
 	coll *ebpf.Collection
-	// From the last successful SetFastPath, for manageNewNextHops: the
+	// From the last successful SetFastPath, for manageHops: the
 	// uplinks whose neighbours the programs use (name -> ifindex) and the
 	// pod ranges.
 	uplinks map[string]int
