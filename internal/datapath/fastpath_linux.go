@@ -467,33 +467,76 @@ func (d *Datapath) mirrorOverlay(done []change) {
 	d.manageNewNextHops(done)
 }
 
-// syncMap makes m hold exactly want.
-func syncMap[K comparable, V any](m *ebpf.Map, want map[K]V) error {
-	var (
-		k     K
-		v     V
-		stale []K
-	)
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		if _, ok := want[k]; !ok {
-			stale = append(stale, k)
+// syncMap makes m hold exactly want, writing only the entries that differ
+// (a resync of an unchanged node with 1,000 VTEPs writes nothing).
+func syncMap[K, V comparable](m *ebpf.Map, want map[K]V) error {
+	have, err := readMap[K, V](m)
+	if err != nil {
+		return err
+	}
+	for k := range have {
+		if _, ok := want[k]; ok {
+			continue
 		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate: %w", err)
-	}
-	for _, k := range stale {
 		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete: %w", err)
 		}
 	}
 	for k, v := range want {
+		if hv, ok := have[k]; ok && hv == v {
+			continue
+		}
 		if err := m.Put(k, v); err != nil {
 			return fmt.Errorf("put: %w", err)
 		}
 	}
 	return nil
+}
+
+// mapBatch is the number of entries readMap asks the kernel for at once.
+const mapBatch = 256
+
+// readMap reads every entry of m: a hash map in batches of mapBatch (a
+// few system calls instead of two per entry), other maps (LPM tries have
+// no batch operations) and a hash map whose batch read fails entry by
+// entry.
+func readMap[K comparable, V any](m *ebpf.Map) (map[K]V, error) {
+	if m.Type() == ebpf.Hash {
+		if out, err := readMapBatch[K, V](m); err == nil {
+			return out, nil
+		}
+	}
+	out := map[K]V{}
+	var (
+		k K
+		v V
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = v
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate: %w", err)
+	}
+	return out, nil
+}
+
+func readMapBatch[K comparable, V any](m *ebpf.Map) (map[K]V, error) {
+	out := map[K]V{}
+	keys, vals := make([]K, mapBatch), make([]V, mapBatch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			out[keys[i]] = vals[i]
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return out, nil
+		case err != nil:
+			return nil, err
+		}
+	}
 }
 
 // syncLinks attaches each device's program (tcx ingress) through a link

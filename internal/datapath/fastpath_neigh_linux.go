@@ -61,8 +61,10 @@ func fpNextHops(routes []netlink.Route, uplinks map[int]bool, ranges []netip.Pre
 		}
 	}
 	// The IPv4 unicast routes by destination, the lowest metric kept, for
-	// the VTEPs' longest matches (at most 33 lookups each).
+	// the VTEPs' longest matches: one lookup per prefix length the table
+	// has (at most 33, a handful in practice), longest first.
 	v4 := map[netip.Prefix]*netlink.Route{}
+	var lens [33]bool
 	for i := range routes {
 		r := &routes[i]
 		if r.Type != unix.RTN_UNICAST {
@@ -86,11 +88,18 @@ func fpNextHops(routes []netlink.Route, uplinks map[int]bool, ranges []netip.Pre
 		}
 		if b, ok := v4[dst]; dst.Addr().Is4() && (!ok || r.Priority < b.Priority) {
 			v4[dst] = r
+			lens[dst.Bits()] = true
+		}
+	}
+	var byLen []int
+	for bits := 32; bits >= 0; bits-- {
+		if lens[bits] {
+			byLen = append(byLen, bits)
 		}
 	}
 	for _, v := range vteps {
 		vtep := netip.AddrFrom4(v)
-		for bits := 32; bits >= 0; bits-- {
+		for _, bits := range byLen {
 			r, ok := v4[netip.PrefixFrom(vtep, bits).Masked()]
 			switch {
 			case !ok:
