@@ -77,13 +77,10 @@ func fpNextHops(routes []netlink.Route, uplinks map[int]bool, ranges []netip.Pre
 			}
 			dst = defaultPrefix(r.Family)
 		}
-		for _, rg := range ranges {
-			if rg.Bits() <= dst.Bits() && rg.Contains(dst.Addr()) {
-				add(r.LinkIndex, r.Gw)
-				for _, nh := range r.MultiPath {
-					add(nh.LinkIndex, nh.Gw)
-				}
-				break
+		if inRanges(ranges, dst) {
+			add(r.LinkIndex, r.Gw)
+			for _, nh := range r.MultiPath {
+				add(nh.LinkIndex, nh.Gw)
 			}
 		}
 		if b, ok := v4[dst]; dst.Addr().Is4() && (!ok || r.Priority < b.Priority) {
@@ -116,14 +113,18 @@ func fpNextHops(routes []netlink.Route, uplinks map[int]bool, ranges []netip.Pre
 	return out
 }
 
+// inRanges says whether dst lies inside one of ranges.
+func inRanges(ranges []netip.Prefix, dst netip.Prefix) bool {
+	return slices.ContainsFunc(ranges, func(rg netip.Prefix) bool {
+		return rg.Bits() <= dst.Bits() && rg.Contains(dst.Addr())
+	})
+}
+
 // manageNewNextHops makes the next hops of the overlay's new entries (done:
 // its successful changes) managed neighbours at once (manageHops): the
 // gateway of a new native route, and a new IPv4 VTEP's underlay next hop.
 // It holds fast.mu.
 func (d *Datapath) manageNewNextHops(done []change) {
-	if len(d.fast.uplinks) == 0 {
-		return
-	}
 	var gws []fpRouteHop
 	var vteps []netip.Addr
 	for _, c := range done {
@@ -166,9 +167,7 @@ func (d *Datapath) manageHops(gws []fpRouteHop, vteps []netip.Addr) {
 	}
 	var hops []fpNextHop
 	for _, g := range gws {
-		if uplinks[g.hop.ifindex] && slices.ContainsFunc(d.fast.ranges, func(rg netip.Prefix) bool {
-			return rg.Bits() <= g.dst.Bits() && rg.Contains(g.dst.Addr())
-		}) {
+		if uplinks[g.hop.ifindex] && inRanges(d.fast.ranges, g.dst) {
 			hops = append(hops, g.hop)
 		}
 	}
@@ -194,8 +193,7 @@ func (d *Datapath) manageHops(gws []fpRouteHop, vteps []netip.Addr) {
 			}
 		}
 		for _, k := range hops {
-			n := &netlink.Neigh{LinkIndex: k.ifindex, Family: netFamily(k.ip), IP: k.ip.AsSlice(),
-				State: netlink.NUD_NONE, Flags: netlink.NTF_EXT_LEARNED, FlagsExt: netlink.NTF_EXT_MANAGED}
+			n := managedNeigh(k)
 			err := h.NeighAdd(n)
 			if errors.Is(err, unix.EEXIST) {
 				err = manageExisting(h, n, k)
@@ -223,7 +221,7 @@ func manageExisting(h netlinksafe.Handle, n *netlink.Neigh, k fpNextHop) error {
 		if ip, ok := netip.AddrFromSlice(e.IP); !ok || ip.Unmap() != k.ip {
 			continue
 		}
-		if fpOwnNeigh(e) || e.State&(netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0 {
+		if fpInPlace(e) {
 			return nil
 		}
 		break
@@ -234,6 +232,19 @@ func manageExisting(h netlinksafe.Handle, n *netlink.Neigh, k fpNextHop) error {
 // fpOwnNeigh says whether n is one of the fast path's managed next hops.
 func fpOwnNeigh(n netlink.Neigh) bool {
 	return n.Flags&netlink.NTF_EXT_LEARNED != 0 && n.FlagsExt&netlink.NTF_EXT_MANAGED != 0
+}
+
+// fpInPlace says whether an existing entry for a wanted next hop stays as it
+// is: already managed, or permanent or NOARP (left as its owner set it).
+func fpInPlace(n netlink.Neigh) bool {
+	return fpOwnNeigh(n) || n.State&(netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0
+}
+
+// managedNeigh is the managed entry for next hop k: no address and state of
+// its own (an existing dynamic entry keeps both when replaced by it).
+func managedNeigh(k fpNextHop) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: k.ifindex, Family: netFamily(k.ip), IP: k.ip.AsSlice(),
+		State: netlink.NUD_NONE, Flags: netlink.NTF_EXT_LEARNED, FlagsExt: netlink.NTF_EXT_MANAGED}
 }
 
 // syncNextHops makes the fast path's managed neighbours on the uplinks
@@ -258,7 +269,7 @@ func syncNextHops(h netlinksafe.Handle, uplinks map[int]bool, want map[fpNextHop
 				}
 				k := fpNextHop{ifindex: idx, ip: ip.Unmap()}
 				switch {
-				case want[k] && (fpOwnNeigh(n) || n.State&(netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0):
+				case want[k] && fpInPlace(n):
 					have[k] = true
 				case !want[k] && fpOwnNeigh(n):
 					if err := h.NeighDel(&n); err != nil && !isGone(err) {
@@ -273,9 +284,7 @@ func syncNextHops(h netlinksafe.Handle, uplinks map[int]bool, want map[fpNextHop
 		if have[k] {
 			continue
 		}
-		n := &netlink.Neigh{LinkIndex: k.ifindex, Family: netFamily(k.ip), IP: k.ip.AsSlice(),
-			State: netlink.NUD_NONE, Flags: netlink.NTF_EXT_LEARNED, FlagsExt: netlink.NTF_EXT_MANAGED}
-		if err := h.NeighSet(n); err != nil {
+		if err := h.NeighSet(managedNeigh(k)); err != nil {
 			errs = append(errs, fmt.Errorf("managed neighbour %s (ifindex %d): %w", k.ip, k.ifindex, err))
 			continue
 		}
