@@ -9,15 +9,14 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // bpffsPrefix starts the folder of every bpffs a test process mounts; the PID
 // after it lets a later run, or this process's signal handler, unmount what a
 // test could not (kill -9, a test binary's timeout, Ctrl-C).
 const bpffsPrefix = "strait-test-bpffs-"
-
-// bpfFSMagic is the statfs type of a bpffs.
-const bpfFSMagic = 0xcafe4a11
 
 // MountBPFFS mounts a private bpffs for one test and returns its folder. The
 // cleanup unmounts it, which drops every pin in it, and removes the folder;
@@ -45,8 +44,7 @@ func MountBPFFS(t testing.TB) string {
 // than once needs as many unmounts) and removes the folder.
 func unmountBPFFS(dir string) error {
 	for range 8 {
-		var st syscall.Statfs_t
-		if err := syscall.Statfs(dir, &st); err != nil || uint32(st.Type) != bpfFSMagic {
+		if !isBPFFS(dir) {
 			break
 		}
 		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
@@ -57,6 +55,12 @@ func unmountBPFFS(dir string) error {
 		return fmt.Errorf("remove %s: %w", dir, err)
 	}
 	return nil
+}
+
+// isBPFFS says whether a bpffs is mounted at dir.
+func isBPFFS(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.BPF_FS_MAGIC
 }
 
 // bpffsOwner is the PID in a bpffs folder's name.

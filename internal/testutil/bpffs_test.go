@@ -9,11 +9,6 @@ import (
 	"testing"
 )
 
-func isBPFFS(dir string) bool {
-	var st syscall.Statfs_t
-	return syscall.Statfs(dir, &st) == nil && uint32(st.Type) == bpfFSMagic
-}
-
 func TestMountBPFFS(t *testing.T) {
 	RequireRoot(t)
 	var dir string
